@@ -1,0 +1,7 @@
+//! Built-in emitters. Each file is one emitter and opens with a table of its config keys;
+//! [`REGISTRY`] is the one list the core is handed.
+
+use crate::plugin::EmitterSpec;
+
+/// Every built-in emitter.
+pub static REGISTRY: &[&EmitterSpec] = &[];

@@ -1,0 +1,143 @@
+//! The point model: what a module produces and an emitter consumes.
+//!
+//! A [`Point`] carries both views of one stat:
+//!
+//! * the Stat Badger name (`disk.reads.sda`), the value and the units, which is what
+//!   `stdout`, `stdout_pretty` and the original JSON formats print;
+//! * structured parts: a measurement (`disk`), a field (`reads`) and tags
+//!   (`device=sda`), which is what line protocol, tagged Graphite and Prometheus render.
+//!
+//! A stat is always an integer or always a float ([`Value`]); a module never switches the
+//! type of a stat between ticks, so backends that fix a field's type on first write
+//! (InfluxDB) never reject a later point.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A stat's value. Each stat keeps one variant for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl Value {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+/// Text that is usually a compile-time constant but may be built at run time (plugins).
+pub type Text = Cow<'static, str>;
+
+/// One stat of one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Stat Badger name, e.g. `disk.reads.sda`.
+    pub name: String,
+    pub value: Value,
+    /// Units as the original printed them (`B`, `ms`, `percent`, `""` …).
+    pub units: Text,
+    /// Structured name: measurement (`disk`).
+    pub measurement: Text,
+    /// Structured name: field (`reads`).
+    pub field: Text,
+    /// Structured name: tags (`device` = `sda`), in a fixed order.
+    pub tags: Vec<(Text, String)>,
+}
+
+impl Point {
+    /// A point without tags whose name is `measurement.field`.
+    pub fn simple(
+        measurement: &'static str,
+        field: &'static str,
+        units: &'static str,
+        value: Value,
+    ) -> Point {
+        let mut name = String::with_capacity(measurement.len() + field.len() + 1);
+        name.push_str(measurement);
+        name.push('.');
+        name.push_str(field);
+        Point {
+            name,
+            value,
+            units: Cow::Borrowed(units),
+            measurement: Cow::Borrowed(measurement),
+            field: Cow::Borrowed(field),
+            tags: Vec::new(),
+        }
+    }
+
+    /// A point for one device: name `measurement.field.device`, one tag `tag=device`.
+    pub fn device(
+        measurement: &'static str,
+        field: &'static str,
+        units: &'static str,
+        tag: &'static str,
+        device: &str,
+        value: Value,
+    ) -> Point {
+        let mut name = String::with_capacity(measurement.len() + field.len() + device.len() + 2);
+        name.push_str(measurement);
+        name.push('.');
+        name.push_str(field);
+        name.push('.');
+        name.push_str(device);
+        Point {
+            name,
+            value,
+            units: Cow::Borrowed(units),
+            measurement: Cow::Borrowed(measurement),
+            field: Cow::Borrowed(field),
+            tags: vec![(Cow::Borrowed(tag), device.to_string())],
+        }
+    }
+
+    /// Adds a tag after construction (e.g. `fstype` on a filesystem point).
+    pub fn with_tag(mut self, key: &'static str, value: impl Into<String>) -> Point {
+        self.tags.push((Cow::Borrowed(key), value.into()));
+        self
+    }
+}
+
+/// Host metadata attached to every payload. An empty string means "none".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostMeta {
+    pub datacenter: String,
+    pub region: String,
+    pub zone: String,
+    pub cluster: String,
+    pub hostname: String,
+    pub ipv4: String,
+    pub ipv6: String,
+}
+
+/// What one tick produced: host metadata, the tick's timestamp and its points, in module order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub meta: Arc<HostMeta>,
+    /// The scheduled tick time, whole epoch seconds.
+    pub timestamp: i64,
+    pub points: Vec<Point>,
+}
