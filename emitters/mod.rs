@@ -3,5 +3,9 @@
 
 use crate::plugin::EmitterSpec;
 
+pub mod json;
+pub mod stdout;
+pub mod stdout_pretty;
+
 /// Every built-in emitter.
-pub static REGISTRY: &[&EmitterSpec] = &[];
+pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC];

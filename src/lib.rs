@@ -16,3 +16,10 @@ pub mod modules;
 
 #[path = "../emitters/mod.rs"]
 pub mod emitters;
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod hostmeta;
+pub mod logging;
+pub mod scheduler;

@@ -1,1 +1,55 @@
-fn main() {}
+//! The `badger` binary: wires the built-in registries into the core.
+
+use std::process::exit;
+
+use clap::Parser;
+use crossbeam_channel::unbounded;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use badger::cli::Cli;
+use badger::config::Registries;
+use badger::scheduler::{self, Control, Probe, EXIT_CONFIG};
+
+fn main() {
+    let cli = Cli::parse();
+    let reg = Registries { modules: badger::modules::REGISTRY, emitters: badger::emitters::REGISTRY };
+    let log_level = cli.log_level.map(log::LevelFilter::from);
+    let Some(path) = cli.config else {
+        eprintln!("badger: no config file given: use -f <config.json> (or --config); see --help");
+        exit(EXIT_CONFIG);
+    };
+    let code = if cli.check {
+        scheduler::check(&path, &reg)
+    } else if cli.test {
+        match reg.emitter("stdout_pretty") {
+            Some(spec) => scheduler::probe(&path, &reg, log_level, Probe::Test(spec)),
+            None => 1,
+        }
+    } else if cli.once {
+        scheduler::probe(&path, &reg, log_level, Probe::Once)
+    } else {
+        let (tx, rx) = unbounded();
+        let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("badger: cannot install signal handlers: {e}");
+                exit(1);
+            }
+        };
+        let spawned = std::thread::Builder::new().name("signals".into()).stack_size(64 * 1024).spawn(move || {
+            for sig in signals.forever() {
+                let c = if sig == SIGHUP { Control::Reload } else { Control::Stop };
+                if tx.send(c).is_err() {
+                    break;
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            eprintln!("badger: cannot start the signal thread: {e}");
+            exit(1);
+        }
+        scheduler::run(&path, &reg, log_level, &rx)
+    };
+    exit(code);
+}

@@ -31,13 +31,7 @@ impl<'de> Deserialize<'de> for NameList {
                 f.write_str("an array of strings or a comma-separated string")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<NameList, E> {
-                Ok(NameList(
-                    s.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect(),
-                ))
+                Ok(NameList(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()))
             }
             fn visit_unit<E: de::Error>(self) -> Result<NameList, E> {
                 Ok(NameList::default())
@@ -70,8 +64,7 @@ impl Matcher {
         let mut m = Matcher::default();
         for item in &list.0 {
             if item.contains(['*', '?', '[']) {
-                let p = glob::Pattern::new(item)
-                    .map_err(|e| format!("bad pattern \"{item}\": {}", e.msg))?;
+                let p = glob::Pattern::new(item).map_err(|e| format!("bad pattern \"{item}\": {}", e.msg))?;
                 m.globs.push(p);
             } else {
                 m.exact.insert(item.clone());
@@ -126,8 +119,6 @@ mod tests {
 
     #[test]
     fn bad_glob_is_an_error() {
-        assert!(Matcher::new(&list(r#"["disk.[a"]"#))
-            .unwrap_err()
-            .contains("disk.[a"));
+        assert!(Matcher::new(&list(r#"["disk.[a"]"#)).unwrap_err().contains("disk.[a"));
     }
 }

@@ -35,11 +35,7 @@ pub struct HostRoots {
 
 impl Default for HostRoots {
     fn default() -> Self {
-        HostRoots {
-            proc: PathBuf::from("/proc"),
-            sys: PathBuf::from("/sys"),
-            host: PathBuf::from("/"),
-        }
+        HostRoots { proc: PathBuf::from("/proc"), sys: PathBuf::from("/sys"), host: PathBuf::from("/") }
     }
 }
 
@@ -90,22 +86,13 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     pub fn new(payloads: &'a [Arc<Payload>], blacklist: &'a Matcher) -> Batch<'a> {
-        Batch {
-            payloads,
-            blacklist,
-        }
+        Batch { payloads, blacklist }
     }
 
     /// Payloads in tick order; those left empty by the blacklist are skipped.
     pub fn payloads(&self) -> impl Iterator<Item = PayloadView<'a>> + '_ {
         let blacklist = self.blacklist;
-        self.payloads
-            .iter()
-            .map(move |p| PayloadView {
-                payload: p,
-                blacklist,
-            })
-            .filter(|v| v.points().next().is_some())
+        self.payloads.iter().map(move |p| PayloadView { payload: p, blacklist }).filter(|v| v.points().next().is_some())
     }
 
     pub fn len(&self) -> usize {
@@ -133,10 +120,7 @@ impl<'a> PayloadView<'a> {
     }
     pub fn points(&self) -> impl Iterator<Item = &'a Point> + 'a {
         let blacklist = self.blacklist;
-        self.payload
-            .points
-            .iter()
-            .filter(move |p| !blacklist.matches(&p.name))
+        self.payload.points.iter().filter(move |p| !blacklist.matches(&p.name))
     }
 }
 
@@ -219,48 +203,26 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(
-        file: &Path,
-        line: Option<usize>,
-        key: Option<String>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            key,
-            message: message.into(),
-        }
+    pub fn new(file: &Path, line: Option<usize>, key: Option<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { file: file.to_path_buf(), line, key, message: message.into() }
     }
 
     /// Turns a serde_json error (with its path) into a ConfigError.
-    pub fn from_json(
-        file: &Path,
-        err: serde_path_to_error::Error<serde_json::Error>,
-    ) -> ConfigError {
+    pub fn from_json(file: &Path, err: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let line = if inner.line() > 0 {
-            Some(inner.line())
-        } else {
-            None
-        };
+        let line = if inner.line() > 0 { Some(inner.line()) } else { None };
         let mut message = inner.to_string();
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
         // serde_path_to_error's path already ends with an unknown key's name.
-        let key = if path == "." || path.is_empty() {
+        let key = if path == "." || path == "?" || path.is_empty() {
             unknown_field_name(&message).map(str::to_string)
         } else {
             Some(path)
         };
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            key,
-            message,
-        }
+        ConfigError { file: file.to_path_buf(), line, key, message }
     }
 }
 
@@ -298,11 +260,7 @@ pub struct PluginConf {
 impl PluginConf {
     /// A config from literal text (tests, and files that do not exist).
     pub fn from_text(name: &str, file: &Path, text: &str) -> PluginConf {
-        PluginConf {
-            name: name.to_string(),
-            file: file.to_path_buf(),
-            text: strip_comments(text),
-        }
+        PluginConf { name: name.to_string(), file: file.to_path_buf(), text: strip_comments(text) }
     }
 
     /// Deserializes the plugin's own keys (everything but [`COMMON_KEYS`]) into `T`.
@@ -310,14 +268,8 @@ impl PluginConf {
         let mut de = serde_json::Deserializer::from_str(&self.text);
         let value = serde_path_to_error::deserialize(SkipCommonKeys(&mut de))
             .map_err(|e| ConfigError::from_json(&self.file, e))?;
-        de.end().map_err(|e| {
-            ConfigError::new(
-                &self.file,
-                Some(e.line()),
-                None,
-                "trailing characters after the object",
-            )
-        })?;
+        de.end()
+            .map_err(|e| ConfigError::new(&self.file, Some(e.line()), None, "trailing characters after the object"))?;
         Ok(value)
     }
 
@@ -336,12 +288,7 @@ impl PluginConf {
 
     /// A config error about `key` in this file.
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(
-            &self.file,
-            self.line_of(key),
-            Some(key.to_string()),
-            message,
-        )
+        ConfigError::new(&self.file, self.line_of(key), Some(key.to_string()), message)
     }
 }
 
@@ -420,10 +367,7 @@ struct SkipMap<A>(A);
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkipMap<A> {
     type Error = A::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
         loop {
             match self.0.next_key::<String>()? {
                 None => return Ok(None),
@@ -463,54 +407,28 @@ mod tests {
 
     #[test]
     fn common_keys_are_skipped() {
-        let c: Conf = conf(r#"{"interval": 5, "blacklist": ["a"], "host": "h", "port": 7}"#)
-            .parse()
-            .unwrap();
-        assert_eq!(
-            c,
-            Conf {
-                host: "h".into(),
-                port: 7
-            }
-        );
+        let c: Conf = conf(r#"{"interval": 5, "blacklist": ["a"], "host": "h", "port": 7}"#).parse().unwrap();
+        assert_eq!(c, Conf { host: "h".into(), port: 7 });
     }
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let err = conf("{\n  \"host\": \"h\",\n  // a comment\n  \"prot\": 7\n}")
-            .parse::<Conf>()
-            .unwrap_err();
+        let err = conf("{\n  \"host\": \"h\",\n  // a comment\n  \"prot\": 7\n}").parse::<Conf>().unwrap_err();
         assert_eq!(err.line, Some(4));
         assert_eq!(err.key.as_deref(), Some("prot"));
-        assert!(
-            err.message.starts_with("unknown field `prot`"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("unknown field `prot`"), "{}", err.message);
         assert_eq!(
-            err.to_string()
-                .lines()
-                .next()
-                .unwrap()
-                .split(':')
-                .next()
-                .unwrap(),
+            err.to_string().lines().next().unwrap().split(':').next().unwrap(),
             "conf.d/x.conf, line 4, key \"prot\""
         );
     }
 
     #[test]
     fn wrong_type_names_line_and_key() {
-        let err = conf("{\n/* two\nlines */\n\"port\": \"x\"}")
-            .parse::<Conf>()
-            .unwrap_err();
+        let err = conf("{\n/* two\nlines */\n\"port\": \"x\"}").parse::<Conf>().unwrap_err();
         assert_eq!(err.line, Some(4));
         assert_eq!(err.key.as_deref(), Some("port"));
-        assert!(
-            err.message.contains("invalid type: string \"x\""),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("invalid type: string \"x\""), "{}", err.message);
     }
 
     #[test]

@@ -69,12 +69,7 @@ pub struct Point {
 
 impl Point {
     /// A point without tags whose name is `measurement.field`.
-    pub fn simple(
-        measurement: &'static str,
-        field: &'static str,
-        units: &'static str,
-        value: Value,
-    ) -> Point {
+    pub fn simple(measurement: &'static str, field: &'static str, units: &'static str, value: Value) -> Point {
         let mut name = String::with_capacity(measurement.len() + field.len() + 1);
         name.push_str(measurement);
         name.push('.');

@@ -15,10 +15,7 @@ pub struct ProcFile {
 
 impl ProcFile {
     pub fn new(path: PathBuf) -> ProcFile {
-        ProcFile {
-            path,
-            buf: String::with_capacity(4096),
-        }
+        ProcFile { path, buf: String::with_capacity(4096) }
     }
 
     pub fn path(&self) -> &Path {

@@ -38,9 +38,7 @@ pub struct RateTable<K> {
 
 impl<K> Default for RateTable<K> {
     fn default() -> Self {
-        RateTable {
-            rates: HashMap::new(),
-        }
+        RateTable { rates: HashMap::new() }
     }
 }
 
@@ -58,8 +56,7 @@ impl<K: Hash + Eq + Clone> RateTable<K> {
 
     /// Forgets the keys that were not updated since the last sweep.
     pub fn sweep(&mut self) {
-        self.rates
-            .retain(|_, (_, seen)| std::mem::replace(seen, false));
+        self.rates.retain(|_, (_, seen)| std::mem::replace(seen, false));
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,607 @@
+//! The running agent: module workers, emitter workers and the tick.
+//!
+//! * Every module runs on its own thread. On a tick the scheduler hands each due module a
+//!   job and waits for the answers until the module's timeout at the latest. A module that
+//!   has not answered is *stuck*: the tick goes out without it, it is skipped (and counted)
+//!   on every tick while it is stuck, a warning is logged once, and when it answers again
+//!   its late points are dropped and an info line says it is back.
+//! * Every emitter runs on its own thread behind a bounded queue. The scheduler never
+//!   blocks on it: when the queue is full the oldest payload is dropped and counted. An
+//!   emitter with interval N gets every payload since its last write, as one batch.
+//! * Nothing here names a concrete module or emitter: the registries are handed in.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::config::{Config, PluginEntry, Registries};
+use crate::matcher::Matcher;
+use crate::plugin::{
+    Batch, BuildError, ConfigError, Emitter, EmitterContext, EmitterSpec, Module, ModuleContext, PluginConf,
+};
+use crate::point::{HostMeta, Payload, Point};
+
+const WORKER_STACK: usize = 256 * 1024;
+
+/// Counters of one module.
+#[derive(Debug, Default)]
+pub struct ModuleStats {
+    pub runs: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub skipped: AtomicU64,
+    pub points: AtomicU64,
+    pub last_micros: AtomicU64,
+}
+
+/// Counters of one emitter.
+#[derive(Debug, Default)]
+pub struct EmitterStats {
+    pub batches: AtomicU64,
+    pub payloads: AtomicU64,
+    pub errors: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Counters of the scheduler.
+#[derive(Debug, Default)]
+pub struct TickStats {
+    pub ticks: AtomicU64,
+    pub skipped: AtomicU64,
+    pub payloads: AtomicU64,
+}
+
+/// A plugin that is built (or kept) for a config.
+pub enum Planned<T> {
+    /// Running already with the same settings: keep the running instance.
+    Keep,
+    Built(T),
+    /// Cannot run here; the reason is logged and the rest runs.
+    Skipped(String),
+}
+
+/// What a config turns into before it runs.
+pub struct Plan {
+    pub config: Config,
+    pub meta: HostMeta,
+    pub modules: Vec<(PluginEntry, String, Planned<Box<dyn Module>>)>,
+    pub emitters: Vec<(PluginEntry, String, Planned<Box<dyn Emitter>>)>,
+}
+
+/// Builds every plugin of `config` whose fingerprint is not in `running`.
+/// A config error in any plugin fails the whole plan.
+pub fn plan(config: Config, reg: &Registries, running: &[String]) -> Result<Plan, ConfigError> {
+    let meta = crate::hostmeta::resolve(&config.core);
+    let mctx = ModuleContext { roots: config.core.roots.roots() };
+    let ectx = EmitterContext { meta: Arc::new(meta.clone()) };
+    let mut modules = Vec::new();
+    for entry in &config.modules {
+        let fp = format!("{}\u{0}{:?}", entry.fingerprint(), mctx.roots);
+        let planned = if running.contains(&fp) {
+            Planned::Keep
+        } else {
+            let spec = reg.module(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
+            match (spec.build)(&mctx, &entry.conf) {
+                Ok(m) => Planned::Built(m),
+                Err(BuildError::Config(e)) => return Err(e),
+                Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
+            }
+        };
+        modules.push((entry.clone(), fp, planned));
+    }
+    let mut emitters = Vec::new();
+    for entry in &config.emitters {
+        let fp = entry.fingerprint();
+        let planned = if running.contains(&fp) {
+            Planned::Keep
+        } else {
+            let spec = reg.emitter(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not an emitter"))?;
+            match (spec.build)(&ectx, &entry.conf) {
+                Ok(e) => Planned::Built(e),
+                Err(BuildError::Config(e)) => return Err(e),
+                Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
+            }
+        };
+        emitters.push((entry.clone(), fp, planned));
+    }
+    Ok(Plan { config, meta, modules, emitters })
+}
+
+/// Builds one emitter from a spec with default settings (`--test` prints through one).
+pub fn default_emitter(spec: &EmitterSpec, meta: &HostMeta) -> Result<(PluginEntry, Box<dyn Emitter>), BuildError> {
+    let conf = PluginConf::from_text(spec.name, std::path::Path::new(spec.name), "{}");
+    let e = (spec.build)(&EmitterContext { meta: Arc::new(meta.clone()) }, &conf)?;
+    let entry = PluginEntry {
+        name: spec.name.into(),
+        kind: spec.name,
+        interval: 0,
+        blacklist: Matcher::default(),
+        timeout: None,
+        conf,
+    };
+    Ok((entry, e))
+}
+
+struct Job {
+    tick: u64,
+}
+
+struct ModuleResult {
+    worker: u64,
+    tick: u64,
+    points: Vec<Point>,
+    error: Option<String>,
+    took: Duration,
+}
+
+struct ModuleWorker {
+    id: u64,
+    name: String,
+    fingerprint: String,
+    interval: u64,
+    timeout: Duration,
+    jobs: Sender<Job>,
+    busy: Arc<AtomicBool>,
+    stats: Arc<ModuleStats>,
+    collected: bool,
+    /// The tick it was asked about and has not answered, once its timeout passed.
+    stuck_since: Option<Instant>,
+    pending: Option<u64>,
+}
+
+impl ModuleWorker {
+    fn due(&self, ts: i64) -> bool {
+        self.interval <= 1 || !self.collected || ts.rem_euclid(self.interval as i64) == 0
+    }
+}
+
+struct EmitterWorker {
+    name: String,
+    fingerprint: String,
+    tx: Sender<Arc<Payload>>,
+    /// A receiver of the same queue, to drop the oldest payload when it is full.
+    rx: Receiver<Arc<Payload>>,
+    done: Receiver<()>,
+    stats: Arc<EmitterStats>,
+    dead_logged: bool,
+    drop_log: RateLimit,
+}
+
+/// Logs at most once a minute, and says how many were left out.
+#[derive(Default)]
+pub struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(60) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// The running agent.
+pub struct Agent {
+    meta: Arc<HostMeta>,
+    modules: Vec<ModuleWorker>,
+    emitters: Vec<EmitterWorker>,
+    /// Emitters no longer configured, still writing what they held: (name, done).
+    retired: Vec<(String, Receiver<()>)>,
+    results_tx: Sender<ModuleResult>,
+    results_rx: Receiver<ModuleResult>,
+    next_id: u64,
+    queue_size: usize,
+    module_timeout: Duration,
+    pub tick_stats: Arc<TickStats>,
+    last_points: usize,
+}
+
+impl Agent {
+    /// Starts the workers of a plan (every plugin must be `Built` or `Skipped`).
+    pub fn start(plan: Plan) -> Agent {
+        let (results_tx, results_rx) = unbounded();
+        let mut agent = Agent {
+            meta: Arc::new(plan.meta.clone()),
+            modules: Vec::new(),
+            emitters: Vec::new(),
+            retired: Vec::new(),
+            results_tx,
+            results_rx,
+            next_id: 0,
+            queue_size: plan.config.core.queue_size,
+            module_timeout: plan.config.core.module_timeout,
+            tick_stats: Arc::default(),
+            last_points: 0,
+        };
+        agent.apply(plan);
+        agent
+    }
+
+    /// Fingerprints of what runs now, for [`plan`] on reload.
+    pub fn running(&self) -> Vec<String> {
+        self.modules
+            .iter()
+            .map(|m| m.fingerprint.clone())
+            .chain(self.emitters.iter().map(|e| e.fingerprint.clone()))
+            .collect()
+    }
+
+    /// Names of the running modules and emitters.
+    pub fn names(&self) -> (Vec<String>, Vec<String>) {
+        (self.modules.iter().map(|m| m.name.clone()).collect(), self.emitters.iter().map(|e| e.name.clone()).collect())
+    }
+
+    pub fn module_stats(&self) -> Vec<(String, Arc<ModuleStats>)> {
+        self.modules.iter().map(|m| (m.name.clone(), m.stats.clone())).collect()
+    }
+
+    pub fn emitter_stats(&self) -> Vec<(String, Arc<EmitterStats>)> {
+        self.emitters.iter().map(|e| (e.name.clone(), e.stats.clone())).collect()
+    }
+
+    /// Switches to a new plan: kept plugins keep running (with their state and buffers),
+    /// new ones start, the ones no longer configured stop (emitters flush first).
+    pub fn apply(&mut self, plan: Plan) {
+        self.meta = Arc::new(plan.meta);
+        self.queue_size = plan.config.core.queue_size;
+        self.module_timeout = plan.config.core.module_timeout;
+        let mut old: HashMap<String, ModuleWorker> =
+            self.modules.drain(..).map(|m| (m.fingerprint.clone(), m)).collect();
+        for (entry, fp, planned) in plan.modules {
+            let timeout = entry.timeout.unwrap_or(self.module_timeout).min(crate::config::MAX_MODULE_TIMEOUT);
+            match planned {
+                Planned::Keep => {
+                    if let Some(mut w) = old.remove(&fp) {
+                        w.interval = entry.interval;
+                        w.timeout = timeout;
+                        self.modules.push(w);
+                    }
+                }
+                Planned::Built(module) => {
+                    let w = self.spawn_module(&entry, fp, module, timeout);
+                    self.modules.push(w);
+                }
+                Planned::Skipped(why) => log::error!("module \"{}\" skipped: {why}", entry.name),
+            }
+        }
+        // Dropping the job sender ends a removed module's thread after its current job.
+        drop(old);
+        let mut old: HashMap<String, EmitterWorker> =
+            self.emitters.drain(..).map(|e| (e.fingerprint.clone(), e)).collect();
+        for (entry, fp, planned) in plan.emitters {
+            match planned {
+                Planned::Keep => {
+                    if let Some(w) = old.remove(&fp) {
+                        self.emitters.push(w);
+                    }
+                }
+                Planned::Built(e) => {
+                    let w = self.spawn_emitter(&entry, fp, e);
+                    self.emitters.push(w);
+                }
+                Planned::Skipped(why) => log::error!("emitter \"{}\" skipped: {why}", entry.name),
+            }
+        }
+        // Removed emitters: closing the queue makes them write what they hold and stop.
+        for (_, w) in old {
+            self.retired.push((w.name, w.done));
+        }
+        if self.modules.is_empty() {
+            log::warn!("no module is running: nothing will be collected");
+        }
+        if self.emitters.is_empty() {
+            log::warn!("no emitter is running: nothing will be sent");
+        }
+    }
+
+    fn spawn_module(
+        &mut self,
+        entry: &PluginEntry,
+        fingerprint: String,
+        mut module: Box<dyn Module>,
+        timeout: Duration,
+    ) -> ModuleWorker {
+        self.next_id += 1;
+        let id = self.next_id;
+        let (jobs, job_rx) = bounded::<Job>(1);
+        let busy = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ModuleStats::default());
+        let results = self.results_tx.clone();
+        let blacklist = entry.blacklist.clone();
+        let name = entry.name.clone();
+        let (b, s) = (busy.clone(), stats.clone());
+        let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
+            let mut capacity = 16;
+            while let Ok(job) = job_rx.recv() {
+                let start = Instant::now();
+                let mut points = Vec::with_capacity(capacity);
+                let error = match catch_unwind(AssertUnwindSafe(|| module.collect(start, &mut points))) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.0),
+                    Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
+                };
+                if !blacklist.is_empty() {
+                    points.retain(|p| !blacklist.matches(&p.name));
+                }
+                capacity = capacity.max(points.len());
+                let took = start.elapsed();
+                s.runs.fetch_add(1, Ordering::Relaxed);
+                s.last_micros.store(took.as_micros() as u64, Ordering::Relaxed);
+                b.store(false, Ordering::Release);
+                if results.send(ModuleResult { worker: id, tick: job.tick, points, error, took }).is_err() {
+                    break;
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("module \"{}\": cannot start its thread: {e}", entry.name);
+        }
+        ModuleWorker {
+            id,
+            name: entry.name.clone(),
+            fingerprint,
+            interval: entry.interval,
+            timeout,
+            jobs,
+            busy,
+            stats,
+            collected: false,
+            stuck_since: None,
+            pending: None,
+        }
+    }
+
+    fn spawn_emitter(&mut self, entry: &PluginEntry, fingerprint: String, emitter: Box<dyn Emitter>) -> EmitterWorker {
+        let (tx, rx) = bounded::<Arc<Payload>>(self.queue_size);
+        let (done_tx, done) = bounded::<()>(1);
+        let stats = Arc::new(EmitterStats::default());
+        let worker_rx = rx.clone();
+        let blacklist = entry.blacklist.clone();
+        let interval = entry.interval;
+        let name = entry.name.clone();
+        let s = stats.clone();
+        let spawned = thread::Builder::new().name(format!("emit-{name}")).stack_size(WORKER_STACK).spawn(move || {
+            emitter_loop(&name, emitter, &blacklist, interval, &worker_rx, &s);
+            let _ = done_tx.send(());
+        });
+        if let Err(e) = spawned {
+            log::error!("emitter \"{}\": cannot start its thread: {e}", entry.name);
+        }
+        EmitterWorker {
+            name: entry.name.clone(),
+            fingerprint,
+            tx,
+            rx,
+            done,
+            stats,
+            dead_logged: false,
+            drop_log: RateLimit::default(),
+        }
+    }
+
+    /// Collects one tick: every due module (all of them with `force`), waiting for each at
+    /// most its timeout. Returns the payload, or `None` when no module gave a point.
+    pub fn collect(&mut self, tick: u64, timestamp: i64, force: bool) -> Option<Arc<Payload>> {
+        self.tick_stats.ticks.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut wait_until = started;
+        let mut expected = 0usize;
+        for w in &mut self.modules {
+            if !force && !w.due(timestamp) {
+                continue;
+            }
+            if w.busy.load(Ordering::Acquire) {
+                w.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            w.busy.store(true, Ordering::Release);
+            if w.jobs.try_send(Job { tick }).is_err() {
+                w.busy.store(false, Ordering::Release);
+                continue;
+            }
+            w.pending = Some(tick);
+            expected += 1;
+            wait_until = wait_until.max(started + w.timeout);
+        }
+        let mut per_module: Vec<Vec<Point>> = Vec::new();
+        per_module.resize_with(self.modules.len(), Vec::new);
+        while expected > 0 {
+            match self.results_rx.recv_deadline(wait_until) {
+                Ok(r) => {
+                    let Some(idx) = self.modules.iter().position(|w| w.id == r.worker) else { continue };
+                    let w = &mut self.modules[idx];
+                    let current = r.tick == tick && w.pending == Some(tick);
+                    if let Some(since) = w.stuck_since.take() {
+                        log::info!(
+                            "module \"{}\" answered again after {:.1}s; its late points were dropped",
+                            w.name,
+                            since.elapsed().as_secs_f64() + w.timeout.as_secs_f64()
+                        );
+                    }
+                    if !current {
+                        continue;
+                    }
+                    expected -= 1;
+                    w.pending = None;
+                    w.collected = true;
+                    if let Some(e) = r.error {
+                        w.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        log::warn!("module \"{}\": {e}", w.name);
+                    }
+                    log::trace!("module \"{}\": {} points in {:?}", w.name, r.points.len(), r.took);
+                    w.stats.points.fetch_add(r.points.len() as u64, Ordering::Relaxed);
+                    per_module[idx] = r.points;
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    for w in &mut self.modules {
+                        if w.pending.take() == Some(tick) {
+                            w.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                            if w.stuck_since.is_none() {
+                                w.stuck_since = Some(Instant::now());
+                                log::warn!(
+                                    "module \"{}\" did not answer within {:?}; the tick went out without it, and it is skipped until it answers",
+                                    w.name,
+                                    w.timeout
+                                );
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let total: usize = per_module.iter().map(Vec::len).sum();
+        if total == 0 {
+            log::debug!("tick {tick}: no points");
+            return None;
+        }
+        let mut points = Vec::with_capacity(total.max(self.last_points));
+        for p in per_module {
+            points.extend(p);
+        }
+        self.last_points = total;
+        Some(Arc::new(Payload { meta: self.meta.clone(), timestamp, points }))
+    }
+
+    /// Hands a payload to every emitter without blocking.
+    pub fn dispatch(&mut self, payload: Arc<Payload>) {
+        self.tick_stats.payloads.fetch_add(1, Ordering::Relaxed);
+        for e in &mut self.emitters {
+            match e.tx.try_send(payload.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(p)) => {
+                    // Drop the oldest, keep the newest.
+                    let _ = e.rx.try_recv();
+                    e.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    if let Some(more) = e.drop_log.allow() {
+                        log::warn!(
+                            "emitter \"{}\" is behind: its queue is full, dropped the oldest payload ({} more since the last warning, {} in all)",
+                            e.name,
+                            more,
+                            e.stats.dropped.load(Ordering::Relaxed)
+                        );
+                    }
+                    let _ = e.tx.try_send(p);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    if !e.dead_logged {
+                        e.dead_logged = true;
+                        log::error!("emitter \"{}\" has stopped; its payloads are dropped", e.name);
+                    }
+                    e.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Stops everything: emitters write what they hold and flush, until `deadline`.
+    /// Returns false if some emitter had not finished by then.
+    pub fn shutdown(self, deadline: Instant) -> bool {
+        let Agent { modules, emitters, retired, .. } = self;
+        drop(modules);
+        let mut waits = Vec::new();
+        for e in emitters {
+            let EmitterWorker { name, tx, done, .. } = e;
+            drop(tx);
+            waits.push((name, done));
+        }
+        waits.extend(retired);
+        let mut all = true;
+        for (name, done) in waits {
+            // The worker's rx clone in EmitterWorker is dropped too, so the queue closes.
+            match done.recv_deadline(deadline) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    log::warn!("emitter \"{name}\" did not finish before the shutdown deadline");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+}
+
+fn emitter_loop(
+    name: &str,
+    mut emitter: Box<dyn Emitter>,
+    blacklist: &Matcher,
+    interval: u64,
+    rx: &Receiver<Arc<Payload>>,
+    stats: &EmitterStats,
+) {
+    let mut batch: Vec<Arc<Payload>> = Vec::new();
+    let mut first_at: Option<Instant> = None;
+    let mut errors = RateLimit::default();
+    let mut send = |batch: &mut Vec<Arc<Payload>>, emitter: &mut Box<dyn Emitter>| {
+        if batch.is_empty() {
+            return;
+        }
+        let b = Batch::new(batch, blacklist);
+        let r = catch_unwind(AssertUnwindSafe(|| emitter.emit(&b)));
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.payloads.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let err = match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.0),
+            Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
+        };
+        if let Some(e) = err {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(more) = errors.allow() {
+                log::error!("emitter \"{name}\": {e} ({more} similar errors since the last line)");
+            }
+        }
+        batch.clear();
+    };
+    loop {
+        let msg = match first_at {
+            Some(t) if interval > 1 => rx.recv_deadline(t + Duration::from_secs(interval + 1)),
+            _ => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match msg {
+            Ok(p) => {
+                let ts = p.timestamp;
+                batch.push(p);
+                first_at.get_or_insert_with(Instant::now);
+                if interval <= 1 || ts.rem_euclid(interval as i64) == 0 {
+                    send(&mut batch, &mut emitter);
+                    first_at = None;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                send(&mut batch, &mut emitter);
+                first_at = None;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                send(&mut batch, &mut emitter);
+                if let Err(e) = emitter.flush() {
+                    log::error!("emitter \"{name}\": flush at shutdown: {e}");
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

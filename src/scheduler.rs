@@ -1,0 +1,220 @@
+//! The tick and the agent's modes: run, `--test`, `--once`, `--check`.
+//!
+//! Ticks fall on wall-clock second boundaries: tick N is due at start + N s, measured on the
+//! monotonic clock (no drift). After a stall the missed ticks are skipped and counted, never
+//! run in a burst. A payload's timestamp is its tick's scheduled time in whole epoch seconds.
+//! A module with interval N runs on its first tick and then on the ticks whose timestamp
+//! is a multiple of N, so every host collects at the same wall-clock instants.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::agent::{default_emitter, plan, Agent, Plan, Planned, RateLimit};
+use crate::config::{Config, LoadError, Registries};
+use crate::plugin::EmitterSpec;
+
+/// Exit code for a bad config or bad usage.
+pub const EXIT_CONFIG: i32 = 2;
+/// How long shutdown may take after SIGTERM/SIGINT (the unit's stop timeout is longer).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(4500);
+
+/// What the signal thread tells the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Stop,
+    Reload,
+}
+
+/// Loads a config and builds its plugins (keeping the `running` ones).
+pub fn load(path: &Path, reg: &Registries, running: &[String]) -> Result<Plan, LoadError> {
+    let config = Config::load(path, reg)?;
+    Ok(plan(config, reg, running)?)
+}
+
+fn epoch_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The next whole wall-clock second, as an instant and as epoch seconds.
+fn align() -> (Instant, i64) {
+    let now = epoch_now();
+    let at = Instant::now();
+    let next = now.as_secs() + 1;
+    (at + (Duration::from_secs(next) - now), next as i64)
+}
+
+/// Runs the agent until `Control::Stop`. Returns the process exit code.
+pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, control: &Receiver<Control>) -> i32 {
+    let plan = match load(path, reg, &[]) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("badger: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Err(e) = crate::logging::configure(&plan.config.core.log, log_override) {
+        eprintln!("badger: cannot open the log file: {e}");
+        return EXIT_CONFIG;
+    }
+    let mut agent = Agent::start(plan);
+    let (m, e) = agent.names();
+    log::info!("badger {} started: modules [{}], emitters [{}]", env!("CARGO_PKG_VERSION"), m.join(", "), e.join(", "));
+
+    let (mut base, mut base_ts) = align();
+    let mut n: u64 = 0;
+    let mut stall_log = RateLimit::default();
+    loop {
+        let due = base + Duration::from_secs(n);
+        match control.recv_deadline(due) {
+            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Control::Reload) => {
+                reload(&mut agent, path, reg, log_override);
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let behind = Instant::now().saturating_duration_since(due);
+        if behind >= Duration::from_secs(1) {
+            let missed = behind.as_secs();
+            agent.tick_stats.skipped.fetch_add(missed, Ordering::Relaxed);
+            if let Some(more) = stall_log.allow() {
+                log::warn!(
+                    "badger was stalled {:.1}s: skipped {missed} ticks ({more} stalls since the last warning)",
+                    behind.as_secs_f64()
+                );
+            }
+            n += missed;
+        }
+        let ts = base_ts + n as i64;
+        if let Some(payload) = agent.collect(n, ts, false) {
+            agent.dispatch(payload);
+        }
+        n += 1;
+        // If the wall clock was stepped, realign so timestamps stay true.
+        let expected = base_ts as f64 + (Instant::now() - base).as_secs_f64();
+        let actual = epoch_now().as_secs_f64();
+        if (actual - expected).abs() > 1.0 {
+            log::warn!("the wall clock moved by {:.1}s; realigning ticks", actual - expected);
+            (base, base_ts) = align();
+            n = 0;
+        }
+    }
+    log::info!("stopping: flushing emitters");
+    if agent.shutdown(Instant::now() + SHUTDOWN_DEADLINE) {
+        log::info!("stopped");
+    }
+    0
+}
+
+fn reload(agent: &mut Agent, path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) {
+    log::info!("SIGHUP: reloading {}", path.display());
+    match load(path, reg, &agent.running()) {
+        Ok(plan) => {
+            if let Err(e) = crate::logging::configure(&plan.config.core.log, log_override) {
+                log::error!("reload: cannot open the new log file ({e}); logging stays as it was");
+            }
+            let kept = plan.modules.iter().filter(|m| matches!(m.2, Planned::Keep)).count()
+                + plan.emitters.iter().filter(|e| matches!(e.2, Planned::Keep)).count();
+            agent.apply(plan);
+            let (m, e) = agent.names();
+            log::info!(
+                "reloaded: modules [{}], emitters [{}] ({kept} kept running unchanged)",
+                m.join(", "),
+                e.join(", ")
+            );
+        }
+        Err(e) => log::error!("reload failed, still running the previous config: {e}"),
+    }
+}
+
+/// What `--test` and `--once` send the payload through.
+pub enum Probe<'a> {
+    /// `--test`: this emitter (stdout_pretty) with default settings.
+    Test(&'a EmitterSpec),
+    /// `--once`: the configured emitters.
+    Once,
+}
+
+/// Collects, waits one second so rates exist, collects again and emits that payload.
+pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, how: Probe<'_>) -> i32 {
+    let mut plan = match load(path, reg, &[]) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("badger: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Err(e) = crate::logging::configure(&plan.config.core.log, log_override) {
+        eprintln!("badger: cannot open the log file: {e}");
+        return EXIT_CONFIG;
+    }
+    if let Probe::Test(spec) = how {
+        match default_emitter(spec, &plan.meta) {
+            Ok((entry, e)) => plan.emitters = vec![(entry, String::new(), Planned::Built(e))],
+            Err(e) => {
+                eprintln!("badger: {e}");
+                return 1;
+            }
+        }
+    }
+    let mut agent = Agent::start(plan);
+    let (mut base, mut base_ts) = align();
+    let _ = agent.collect(0, base_ts - 1, true);
+    // Rates need a real interval: at least one whole second between the two collections.
+    if base.saturating_duration_since(Instant::now()) < Duration::from_secs(1) {
+        base += Duration::from_secs(1);
+        base_ts += 1;
+    }
+    std::thread::sleep(base.saturating_duration_since(Instant::now()));
+    if let Some(p) = agent.collect(1, base_ts, true) {
+        agent.dispatch(p);
+    } else {
+        log::warn!("no module gave a point");
+    }
+    if agent.shutdown(Instant::now() + SHUTDOWN_DEADLINE) {
+        0
+    } else {
+        1
+    }
+}
+
+/// Validates the whole config and prints what would run. Exit 0, or 2 with the error.
+pub fn check(path: &Path, reg: &Registries) -> i32 {
+    let plan = match load(path, reg, &[]) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("badger: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let m = &plan.meta;
+    println!("config ok: {}", plan.config.file.display());
+    println!(
+        "host: datacenter={:?} region={:?} zone={:?} cluster={:?} hostname={:?} ipv4={:?} ipv6={:?}",
+        m.datacenter, m.region, m.zone, m.cluster, m.hostname, m.ipv4, m.ipv6
+    );
+    let line = |kind: &str, e: &crate::config::PluginEntry, status: String| {
+        let conf =
+            if e.conf.file.exists() { e.conf.file.display().to_string() } else { "(defaults; no conf file)".into() };
+        let every = if e.interval <= 1 { "every tick".to_string() } else { format!("every {}s", e.interval) };
+        let alias = if e.name != e.kind { format!(" (= {})", e.kind) } else { String::new() };
+        println!("  {kind} {}{alias}: {every}, {conf}: {status}", e.name);
+    };
+    for (e, _, p) in &plan.modules {
+        line("module", e, status(p));
+    }
+    for (e, _, p) in &plan.emitters {
+        line("emitter", e, status(p));
+    }
+    0
+}
+
+fn status<T>(p: &Planned<T>) -> String {
+    match p {
+        Planned::Skipped(why) => format!("would be skipped: {why}"),
+        _ => "ok".into(),
+    }
+}
