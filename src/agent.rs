@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use crate::plugin::{
 use crate::point::{HostMeta, Payload, Point};
 
 const WORKER_STACK: usize = 256 * 1024;
+const IDLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Counters of one module.
 #[derive(Debug, Default)]
@@ -210,6 +211,8 @@ pub struct Agent {
     module_timeout: Duration,
     pub tick_stats: Arc<TickStats>,
     last_points: usize,
+    /// Set at shutdown before the queues close: when emitters must be done flushing.
+    deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Agent {
@@ -228,6 +231,7 @@ impl Agent {
             module_timeout: plan.config.core.module_timeout,
             tick_stats: Arc::default(),
             last_points: 0,
+            deadline: Arc::default(),
         };
         agent.apply(plan);
         agent
@@ -376,8 +380,9 @@ impl Agent {
         let interval = entry.interval;
         let name = entry.name.clone();
         let s = stats.clone();
+        let deadline = self.deadline.clone();
         let spawned = thread::Builder::new().name(format!("emit-{name}")).stack_size(WORKER_STACK).spawn(move || {
-            emitter_loop(&name, emitter, &blacklist, interval, &worker_rx, &s);
+            emitter_loop(&name, emitter, &blacklist, interval, &worker_rx, &s, &deadline);
             let _ = done_tx.send(());
         });
         if let Err(e) = spawned {
@@ -513,6 +518,9 @@ impl Agent {
     /// Stops everything: emitters write what they hold and flush, until `deadline`.
     /// Returns false if some emitter had not finished by then.
     pub fn shutdown(self, deadline: Instant) -> bool {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Some(deadline);
+        }
         let Agent { modules, emitters, retired, .. } = self;
         drop(modules);
         let mut waits = Vec::new();
@@ -544,6 +552,7 @@ fn emitter_loop(
     interval: u64,
     rx: &Receiver<Arc<Payload>>,
     stats: &EmitterStats,
+    shutdown_deadline: &Mutex<Option<Instant>>,
 ) {
     let mut batch: Vec<Arc<Payload>> = Vec::new();
     let mut first_at: Option<Instant> = None;
@@ -570,11 +579,12 @@ fn emitter_loop(
         batch.clear();
     };
     loop {
-        let msg = match first_at {
-            Some(t) if interval > 1 => rx.recv_deadline(t + Duration::from_secs(interval + 1)),
-            _ => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        // Wake at least once a second: a batching emitter's deadline, or the idle hook.
+        let wake = match first_at {
+            Some(t) if interval > 1 => (t + Duration::from_secs(interval + 1)).min(Instant::now() + IDLE_EVERY),
+            _ => Instant::now() + IDLE_EVERY,
         };
-        match msg {
+        match rx.recv_deadline(wake) {
             Ok(p) => {
                 let ts = p.timestamp;
                 batch.push(p);
@@ -584,13 +594,19 @@ fn emitter_loop(
                     first_at = None;
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                send(&mut batch, &mut emitter);
-                first_at = None;
-            }
+            Err(RecvTimeoutError::Timeout) => match first_at {
+                Some(t) if t.elapsed() >= Duration::from_secs(interval + 1) => {
+                    send(&mut batch, &mut emitter);
+                    first_at = None;
+                }
+                _ => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| emitter.idle()));
+                }
+            },
             Err(RecvTimeoutError::Disconnected) => {
                 send(&mut batch, &mut emitter);
-                if let Err(e) = emitter.flush() {
+                let deadline = *shutdown_deadline.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = emitter.flush(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(4))) {
                     log::error!("emitter \"{name}\": flush at shutdown: {e}");
                 }
                 return;

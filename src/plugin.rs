@@ -72,8 +72,12 @@ pub trait Module: Send {
 /// last call; the core has already removed what the emitter's blacklist names.
 pub trait Emitter: Send {
     fn emit(&mut self, batch: &Batch<'_>) -> Result<(), EmitError>;
-    /// Called once at shutdown after the last `emit`.
-    fn flush(&mut self) -> Result<(), EmitError> {
+    /// Called about once a second while no batch is due, so an emitter that holds unsent
+    /// data can retry without waiting for the next payload.
+    fn idle(&mut self) {}
+    /// Called once at shutdown after the last `emit`; `deadline` is when badger exits.
+    fn flush(&mut self, deadline: Instant) -> Result<(), EmitError> {
+        let _ = deadline;
         Ok(())
     }
 }
@@ -265,12 +269,27 @@ impl PluginConf {
 
     /// Deserializes the plugin's own keys (everything but [`COMMON_KEYS`]) into `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.parse_except(&[])
+    }
+
+    /// Like [`PluginConf::parse`], but also hides `shared` keys, which a shared part of the
+    /// plugin reads with [`PluginConf::parse_shared`] (e.g. the buffering keys of every
+    /// network emitter). Unknown keys are still errors.
+    pub fn parse_except<T: DeserializeOwned>(&self, shared: &[&str]) -> Result<T, ConfigError> {
         let mut de = serde_json::Deserializer::from_str(&self.text);
-        let value = serde_path_to_error::deserialize(SkipCommonKeys(&mut de))
+        let value = serde_path_to_error::deserialize(SkipCommonKeys(&mut de, shared))
             .map_err(|e| ConfigError::from_json(&self.file, e))?;
         de.end()
             .map_err(|e| ConfigError::new(&self.file, Some(e.line()), None, "trailing characters after the object"))?;
         Ok(value)
+    }
+
+    /// Deserializes a shared block of keys from the same object; other keys are ignored here
+    /// (the plugin's own [`PluginConf::parse_except`] rejects unknown ones), so `T` must not
+    /// deny unknown fields.
+    pub fn parse_shared<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(&self.text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::from_json(&self.file, e))
     }
 
     /// Resolves a path from this config against the config file's directory.
@@ -332,13 +351,13 @@ pub fn strip_comments(text: &str) -> String {
 }
 
 /// A deserializer that presents a JSON object without the common keys.
-struct SkipCommonKeys<'a, 'de>(&'a mut serde_json::Deserializer<serde_json::de::StrRead<'de>>);
+struct SkipCommonKeys<'a, 'de>(&'a mut serde_json::Deserializer<serde_json::de::StrRead<'de>>, &'a [&'a str]);
 
 impl<'de> de::Deserializer<'de> for SkipCommonKeys<'_, 'de> {
     type Error = serde_json::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        de::Deserializer::deserialize_map(self.0, SkipVisitor(visitor))
+        de::Deserializer::deserialize_map(self.0, SkipVisitor(visitor, self.1))
     }
 
     serde::forward_to_deserialize_any! {
@@ -348,9 +367,9 @@ impl<'de> de::Deserializer<'de> for SkipCommonKeys<'_, 'de> {
     }
 }
 
-struct SkipVisitor<V>(V);
+struct SkipVisitor<'a, V>(V, &'a [&'a str]);
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for SkipVisitor<V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for SkipVisitor<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -358,20 +377,20 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for SkipVisitor<V> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_map(SkipMap(map))
+        self.0.visit_map(SkipMap(map, self.1))
     }
 }
 
-struct SkipMap<A>(A);
+struct SkipMap<'a, A>(A, &'a [&'a str]);
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkipMap<A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkipMap<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
         loop {
             match self.0.next_key::<String>()? {
                 None => return Ok(None),
-                Some(k) if COMMON_KEYS.contains(&k.as_str()) => {
+                Some(k) if COMMON_KEYS.contains(&k.as_str()) || self.1.contains(&k.as_str()) => {
                     self.0.next_value::<de::IgnoredAny>()?;
                 }
                 Some(k) => {
@@ -409,6 +428,18 @@ mod tests {
     fn common_keys_are_skipped() {
         let c: Conf = conf(r#"{"interval": 5, "blacklist": ["a"], "host": "h", "port": 7}"#).parse().unwrap();
         assert_eq!(c, Conf { host: "h".into(), port: 7 });
+    }
+
+    #[test]
+    fn shared_keys_are_hidden_from_the_plugin_and_read_apart() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Shared {
+            buffer_bytes: u64,
+        }
+        let c = conf(r#"{"host": "h", "buffer_bytes": 10}"#);
+        assert_eq!(c.parse_except::<Conf>(&["buffer_bytes"]).unwrap().host, "h");
+        assert_eq!(c.parse_shared::<Shared>().unwrap(), Shared { buffer_bytes: 10 });
+        assert!(c.parse::<Conf>().is_err());
     }
 
     #[test]
