@@ -4,6 +4,7 @@
 use crate::plugin::EmitterSpec;
 
 pub mod json;
+pub mod outbox;
 pub mod stdout;
 pub mod stdout_pretty;
 

@@ -27,3 +27,8 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked "$@"
+
+if [ "${BADGER_SKIP_PACKAGING:-0}" != 1 ]; then
+    echo "==> packaging (scripts/package-test.sh; skip with BADGER_SKIP_PACKAGING=1)"
+    ./scripts/package-test.sh
+fi

@@ -66,12 +66,15 @@ pub enum Planned<T> {
     Skipped(String),
 }
 
+/// A plugin of a plan: its config entry, its fingerprint and what becomes of it.
+pub type PlannedPlugin<T> = (PluginEntry, String, Planned<Box<T>>);
+
 /// What a config turns into before it runs.
 pub struct Plan {
     pub config: Config,
     pub meta: HostMeta,
-    pub modules: Vec<(PluginEntry, String, Planned<Box<dyn Module>>)>,
-    pub emitters: Vec<(PluginEntry, String, Planned<Box<dyn Emitter>>)>,
+    pub modules: Vec<PlannedPlugin<dyn Module>>,
+    pub emitters: Vec<PlannedPlugin<dyn Emitter>>,
 }
 
 /// Builds every plugin of `config` whose fingerprint is not in `running`.

@@ -180,13 +180,18 @@ impl fmt::Display for BuildError {
     }
 }
 
+/// Builds a module from its config.
+pub type BuildModule = fn(&ModuleContext, &PluginConf) -> Result<Box<dyn Module>, BuildError>;
+/// Builds an emitter from its config.
+pub type BuildEmitter = fn(&EmitterContext, &PluginConf) -> Result<Box<dyn Emitter>, BuildError>;
+
 /// A module's entry in the registry.
 pub struct ModuleSpec {
     pub name: &'static str,
     /// Other names that select this module (the original plugin names).
     pub aliases: &'static [&'static str],
     pub summary: &'static str,
-    pub build: fn(&ModuleContext, &PluginConf) -> Result<Box<dyn Module>, BuildError>,
+    pub build: BuildModule,
 }
 
 /// An emitter's entry in the registry.
@@ -194,7 +199,7 @@ pub struct EmitterSpec {
     pub name: &'static str,
     pub aliases: &'static [&'static str],
     pub summary: &'static str,
-    pub build: fn(&EmitterContext, &PluginConf) -> Result<Box<dyn Emitter>, BuildError>,
+    pub build: BuildEmitter,
 }
 
 /// A config error that names the file, the line and the key.

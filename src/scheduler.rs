@@ -28,6 +28,39 @@ pub enum Control {
     Reload,
 }
 
+/// Talks to systemd when started by it (`Type=notify`): readiness after the config loads,
+/// the watchdog kept alive by the tick, reloading and stopping states.
+struct Systemd {
+    watchdog: Option<Duration>,
+    last_ping: Instant,
+}
+
+impl Systemd {
+    fn new() -> Systemd {
+        let mut usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
+        Systemd { watchdog, last_ping: Instant::now() }
+    }
+
+    fn send(&self, states: &[sd_notify::NotifyState<'_>]) {
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            if let Err(e) = sd_notify::notify(false, states) {
+                log::debug!("sd_notify: {e}");
+            }
+        }
+    }
+
+    /// Called every tick: pings at half the watchdog period.
+    fn tick(&mut self) {
+        if let Some(period) = self.watchdog {
+            if self.last_ping.elapsed() >= period / 2 {
+                self.send(&[sd_notify::NotifyState::Watchdog]);
+                self.last_ping = Instant::now();
+            }
+        }
+    }
+}
+
 /// Loads a config and builds its plugins (keeping the `running` ones).
 pub fn load(path: &Path, reg: &Registries, running: &[String]) -> Result<Plan, LoadError> {
     let config = Config::load(path, reg)?;
@@ -62,6 +95,8 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
     let mut agent = Agent::start(plan);
     let (m, e) = agent.names();
     log::info!("badger {} started: modules [{}], emitters [{}]", env!("CARGO_PKG_VERSION"), m.join(", "), e.join(", "));
+    let mut systemd = Systemd::new();
+    systemd.send(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("collecting")]);
 
     let (mut base, mut base_ts) = align();
     let mut n: u64 = 0;
@@ -71,7 +106,9 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
         match control.recv_deadline(due) {
             Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Ok(Control::Reload) => {
+                systemd.send(&[sd_notify::NotifyState::Reloading]);
                 reload(&mut agent, path, reg, log_override);
+                systemd.send(&[sd_notify::NotifyState::Ready]);
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -92,6 +129,7 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
         if let Some(payload) = agent.collect(n, ts, false) {
             agent.dispatch(payload);
         }
+        systemd.tick();
         n += 1;
         // If the wall clock was stepped, realign so timestamps stay true.
         let expected = base_ts as f64 + (Instant::now() - base).as_secs_f64();
@@ -103,6 +141,7 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
         }
     }
     log::info!("stopping: flushing emitters");
+    systemd.send(&[sd_notify::NotifyState::Stopping]);
     if agent.shutdown(Instant::now() + SHUTDOWN_DEADLINE) {
         log::info!("stopped");
     }
