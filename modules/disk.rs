@@ -356,11 +356,17 @@ struct Filesystems {
     /// The text `mounts` was parsed from; unchanged text is not parsed again.
     last_text: String,
     mounts: Vec<Mount>,
+    loaded: bool,
 }
 
 impl Filesystems {
     fn refresh(&mut self) -> Result<(), CollectError> {
+        // The kernel says when the mount table changed: no need to read it every tick.
+        if self.loaded && !self.file.may_have_changed() {
+            return Ok(());
+        }
         let text = self.file.read()?;
+        self.loaded = true;
         if text == self.last_text {
             return Ok(());
         }
@@ -442,6 +448,7 @@ impl Disk {
                 statvfs,
                 last_text: String::new(),
                 mounts: Vec::new(),
+                loaded: false,
             })
         } else {
             None
