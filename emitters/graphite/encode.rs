@@ -133,7 +133,7 @@ impl Encoder {
         }
     }
 
-    /// The Graphite path of one point in the payload last started (tests, benchmarks).
+    /// The Graphite path of one point of a payload with this metadata.
     pub fn path(&mut self, meta: &HostMeta, point: &Point) -> String {
         self.start_payload(meta);
         self.make_path(point);
@@ -283,18 +283,15 @@ fn write_frame(items: &mut Vec<Pickle>, points: u64, out: &mut Vec<u8>) -> u64 {
         *items = v;
     }
     let body = out.len() - start - 4;
-    match (result, u32::try_from(body)) {
-        (Ok(()), Ok(len)) => {
+    let len = result.map_err(|e| e.to_string()).and_then(|()| u32::try_from(body).map_err(|e| e.to_string()));
+    match len {
+        Ok(len) => {
             out[start..start + 4].copy_from_slice(&len.to_be_bytes());
             points
         }
-        (Err(e), _) => {
+        Err(e) => {
             out.truncate(start);
             log::error!("graphite: cannot pickle {points} points: {e}");
-            0
-        }
-        (_, Err(_)) => {
-            out.truncate(start);
             0
         }
     }

@@ -49,7 +49,7 @@
 //! | `protocol` | `"tcp"`; `"pickle"` as `graphite_emitter` | `"tcp"` (plaintext over TCP), `"udp"` (plaintext datagrams) or `"pickle"` (pickle over TCP) |
 //! | `prefix` | none | first part of every path, e.g. `"servers"`; sanitised like the other parts |
 //! | `tags` | `false` | write tagged series (`name;tag=value;…`, carbon ≥ 1.1) with the metadata as tags instead of path parts |
-//! | `timeout` | `"5s"` | longest connect or write (a number of seconds or a string like `"500ms"`; at most `"60s"`) |
+//! | `timeout` | `"5s"` | longest connect or write (a number of seconds or a string like `"500ms"`; at most `"60s"`); looking up `host` is left to the system resolver and its own timeouts |
 //! | `udp_max_bytes` | `1400` | udp: bytes per datagram at most (64 to 65507) |
 //! | `interval` | `0` | seconds between writes; every payload since the last write is sent |
 //! | `blacklist` | `[]` | stats left out of this emitter's output (names or globs) |
