@@ -44,7 +44,10 @@ for f in /usr/bin/badger /etc/badger/config.json /etc/badger/conf.d/cpu.conf /et
 done
 getent passwd badger >/dev/null || fail "no badger user"
 [ "$(stat -c %U /var/lib/badger)" = badger ] || fail "/var/lib/badger not owned by badger"
-dpkg-query -W -f='${Conffiles}\n' badger | grep -q /etc/badger/config.json || fail "config.json is not a conffile"
+dpkg-query -W -f='${Conffiles}\n' badger > target/deb-conffiles.txt
+for f in /etc/badger/config.json $(cd conf.d && ls *.conf | sed 's|^|/etc/badger/conf.d/|'); do
+    grep -q " $f " target/deb-conffiles.txt || fail "$f is not a conffile"
+done
 $SUDO runuser -u badger -- /usr/bin/badger --check -f /etc/badger/config.json
 $SUDO runuser -u badger -- /usr/bin/badger --test -f /etc/badger/config.json > target/package-test.json
 grep -q '"cpu.user"' target/package-test.json || fail "--test as badger printed no cpu stats"
