@@ -4,9 +4,10 @@
 use crate::plugin::EmitterSpec;
 
 pub mod json;
+pub mod kafka;
 pub mod outbox;
 pub mod stdout;
 pub mod stdout_pretty;
 
 /// Every built-in emitter.
-pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC];
+pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC, &kafka::SPEC];
