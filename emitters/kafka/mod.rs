@@ -32,10 +32,10 @@
 //! # Delivery
 //! Messages go through the emitter's [outbox](super::outbox): a bounded buffer (and an
 //! optional disk spool) that keeps them, in order, while Kafka cannot take them. One send
-//! produces a batch of messages and waits, at most `timeout`, for librdkafka's delivery
-//! report of each: all delivered, and the batch is done; any failed or missing, and
-//! whatever librdkafka still holds of the batch is purged and the whole batch is sent again
-//! after the outbox's backoff. Delivery is therefore **at least once**: a message the broker
+//! produces a batch of messages and waits, at most `timeout` (less when librdkafka reports
+//! every broker down meanwhile), for librdkafka's delivery report of each: all delivered, and
+//! the batch is done; any failed or missing, and whatever librdkafka still holds of the batch
+//! is purged and the whole batch is sent again after the outbox's backoff. Delivery is therefore **at least once**: a message the broker
 //! had written but not yet acknowledged when the send failed or timed out is written again.
 //! A message Kafka will never take (larger than `message.max.bytes`, an invalid record) is
 //! dropped and counted as rejected. Failures are counted and logged, at most one line a
@@ -56,7 +56,7 @@
 //! | `prefix` | `""` | `graphite` only: the first part of every path |
 //! | `compression` | `"none"` | `"none"`, `"gzip"`, `"snappy"`, `"lz4"` or `"zstd"`; `codec` is read the same (the original's key; its `"speedy"` means snappy) |
 //! | `acks` | `"all"` | acknowledgements a message needs: `"all"` (or `-1`: every in-sync replica), `1` (the leader), `0` (none: a message the broker loses goes unnoticed) |
-//! | `timeout` | `10` | seconds (or `"500ms"`, `"1m"`) one send waits for its delivery reports; also librdkafka's `message.timeout.ms`; at most 300 |
+//! | `timeout` | `10` | seconds (or `"500ms"`, `"1m"`) one send waits for its delivery reports (less once librdkafka finds every broker down); also librdkafka's `message.timeout.ms`; at most 300. A send under way at shutdown is not cut short, while badger waits 4.5 s at most |
 //! | `properties` | `{}` | more librdkafka producer properties, e.g. `{"linger.ms": 50, "enable.idempotence": true, "message.max.bytes": 2000000}`; values are strings, numbers or booleans; the properties of the keys above cannot be set here |
 //! | `interval` | `0` | seconds between sends; every payload since the last send is sent |
 //! | `blacklist` | `[]` | stats left out of this emitter's messages (names or globs) |
@@ -560,12 +560,13 @@ impl Transport for KafkaTransport {
             }
         }
         let complete = ctx.wait(until);
+        // Counted before a purge, whose reports of this batch are then ignored.
+        let tally = ctx.finish();
         if !complete {
             // Take back what librdkafka still holds of this batch: it is sent again as a
             // whole, so nothing of it may go out later on its own.
             self.producer.purge(PurgeConfig::default().queue().inflight());
         }
-        let tally = ctx.finish();
         add(&self.stats.delivered, tally.delivered);
         add(&self.stats.failed, tally.failed + tally.missing);
         let n = records.len() as u64;
@@ -576,7 +577,8 @@ impl Transport for KafkaTransport {
         if tally.failed > 0 || tally.missing > 0 {
             let mut msg = format!("topic \"{}\": ", self.topic);
             if tally.missing > 0 {
-                msg.push_str(&format!("{} of {n} messages not delivered within {waited:.1}s", tally.missing));
+                let why = if ctx.brokers_down() { "all brokers are down" } else { "no delivery report" };
+                msg.push_str(&format!("{} of {n} messages not delivered ({why}) after {waited:.1}s", tally.missing));
                 if tally.failed > 0 {
                     msg.push_str(&format!(", {} failed: {}", tally.failed, tally.first_failure));
                 }
@@ -641,6 +643,8 @@ struct Pending {
     first: usize,
     outcomes: Vec<Option<Outcome>>,
     missing: usize,
+    /// librdkafka said all brokers are down while this send waited: no point waiting on.
+    brokers_down: bool,
 }
 
 #[derive(Default)]
@@ -713,6 +717,7 @@ impl DeliveryContext {
         p.outcomes.clear();
         p.outcomes.resize(n, None);
         p.missing = n;
+        p.brokers_down = false;
     }
 
     /// Records a message's outcome; reports of earlier sends are ignored.
@@ -728,12 +733,13 @@ impl DeliveryContext {
         }
     }
 
-    /// Waits until every message has an outcome or `until`; true when all have one.
+    /// Waits until every message has an outcome, all brokers are down, or `until`; true when
+    /// all have one.
     fn wait(&self, until: Instant) -> bool {
         let mut p = lock(&self.pending);
         while p.missing > 0 {
             let now = Instant::now();
-            if now >= until {
+            if now >= until || p.brokers_down {
                 return false;
             }
             p = match self.reported.wait_timeout(p, until - now) {
@@ -768,6 +774,11 @@ impl DeliveryContext {
         }
         p.missing = 0;
         t
+    }
+
+    /// True when librdkafka said all brokers are down during the last send.
+    fn brokers_down(&self) -> bool {
+        lock(&self.pending).brokers_down
     }
 
     fn complain(&self, what: fmt::Arguments<'_>) {
@@ -807,6 +818,13 @@ impl ClientContext for DeliveryContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         add(&self.stats.client_errors, 1);
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            let mut p = lock(&self.pending);
+            if p.missing > 0 {
+                p.brokers_down = true;
+                self.reported.notify_all();
+            }
+        }
         match error.rdkafka_error_code() {
             Some(code) => self.complain(format_args!("{reason} ({code:?})")),
             None => self.complain(format_args!("{reason} ({error})")),
