@@ -42,7 +42,8 @@
 //! minute of each kind; librdkafka's own complaints (e.g. "1/1 brokers are down") likewise.
 //! librdkafka itself holds at most one batch (`queue.buffering.max.kbytes` is set from
 //! `max_batch_bytes`; `message.timeout.ms` from `timeout`), so memory stays bounded by
-//! `buffer_bytes`.
+//! `buffer_bytes`; it sends one request at a time per broker
+//! (`max.in.flight.requests.per.connection` = 1), so its own retries keep the order.
 //!
 //! The topic is not created: create it first, unless the brokers create topics on first use.
 //! TLS and SASL are not built in.
@@ -375,7 +376,8 @@ impl Settings {
     }
 
     /// The librdkafka producer config: ours first, then `properties` (which may override
-    /// `client.id`, `message.timeout.ms` and `queue.buffering.max.kbytes`).
+    /// `client.id`, `max.in.flight.requests.per.connection`, `message.timeout.ms` and
+    /// `queue.buffering.max.kbytes`).
     fn client_config(&self, max_batch_bytes: u64) -> ClientConfig {
         let mut cc = ClientConfig::new();
         let timeout_ms = self.timeout.as_millis().clamp(1, i32::MAX as u128);
@@ -385,6 +387,8 @@ impl Settings {
             .set("client.id", "badger")
             .set("compression.codec", self.compression.as_str())
             .set("acks", self.acks.as_str())
+            // One request at a time per broker: librdkafka's own retries keep the order.
+            .set("max.in.flight.requests.per.connection", "1")
             .set("message.timeout.ms", timeout_ms.to_string())
             .set("queue.buffering.max.kbytes", queue_kib.min(i32::MAX as u64).to_string());
         for (k, v) in &self.properties {
