@@ -77,12 +77,12 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::ClientContext;
 use serde::Deserialize;
 
@@ -103,6 +103,11 @@ const DEFAULT_TOPIC: &str = "badger";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// While waiting for delivery reports: the first pause between looks, and the longest.
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(20);
+/// Events (reports, logs, errors) taken from librdkafka's queue in one go at most.
+const SERVE_MAX: usize = 256;
 
 /// librdkafka properties that a key of this emitter sets: (property, key).
 const OWN_PROPERTIES: &[(&str, &str)] = &[
@@ -409,7 +414,8 @@ pub struct KafkaStats {
     pub failed: AtomicU64,
     /// Messages Kafka will never take (too large, invalid), dropped.
     pub rejected: AtomicU64,
-    /// Errors librdkafka reported on its own (e.g. "all brokers are down").
+    /// Error reports librdkafka made on its own (e.g. "all brokers are down"; rdkafka 0.39
+    /// hands each to the context twice, so each counts twice).
     pub client_errors: AtomicU64,
 }
 
@@ -430,7 +436,7 @@ impl Kafka {
         let stats = Arc::new(KafkaStats::default());
         let ctx = DeliveryContext::new(&conf.name, stats.clone());
         let cc = settings.client_config(outbox_cfg.max_batch_bytes);
-        let producer = ThreadedProducer::from_config_and_context(&cc, ctx)
+        let producer = BaseProducer::from_config_and_context(&cc, ctx)
             .map_err(|e| BuildError::Config(producer_error(conf, &settings, e)))?;
         let outbox = Outbox::new(&conf.name, &outbox_cfg)?;
         let transport = KafkaTransport {
@@ -491,6 +497,7 @@ fn producer_error(conf: &PluginConf, s: &Settings, e: KafkaError) -> ConfigError
 
 impl Emitter for Kafka {
     fn emit(&mut self, batch: &Batch<'_>) -> Result<(), EmitError> {
+        self.transport.serve();
         for p in batch.payloads() {
             self.buf.clear();
             encode::write_message(&mut self.buf, self.settings.format, &self.settings.prefix, &p);
@@ -511,11 +518,13 @@ impl Emitter for Kafka {
     }
 
     fn idle(&mut self) {
+        self.transport.serve();
         self.transport.deadline = None;
         self.outbox.pump(&mut self.transport);
     }
 
     fn flush(&mut self, deadline: Instant) -> Result<(), EmitError> {
+        self.transport.serve();
         self.transport.deadline = Some(deadline);
         self.outbox.close(&mut self.transport, deadline);
         Ok(())
@@ -524,8 +533,12 @@ impl Emitter for Kafka {
 
 // ---- the transport --------------------------------------------------------------------------
 
+/// Produces through a [`BaseProducer`] polled on the emitter's own thread: librdkafka's
+/// queue of reports, logs and errors is served while a send waits and on every `emit`,
+/// `idle` and `flush` (rdkafka's `ThreadedProducer` would add a thread that wakes ten times
+/// a second and spins through the last millisecond of each wait).
 struct KafkaTransport {
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: BaseProducer<DeliveryContext>,
     topic: String,
     timeout: Duration,
     /// At shutdown: no send waits past this.
@@ -563,7 +576,7 @@ impl Transport for KafkaTransport {
                 ctx.settle(seq, Outcome::failed(&e));
             }
         }
-        let complete = ctx.wait(until);
+        let complete = self.wait(&ctx, until);
         // Counted before a purge, whose reports of this batch are then ignored.
         let tally = ctx.finish();
         if !complete {
@@ -608,6 +621,42 @@ impl Transport for KafkaTransport {
             );
         }
         Ok(())
+    }
+}
+
+impl KafkaTransport {
+    /// Takes what librdkafka has queued (delivery reports, logs, errors) without waiting.
+    fn serve(&self) {
+        let ctx = self.producer.context();
+        for _ in 0..SERVE_MAX {
+            // One event per call; an empty queue returns at once and calls back nothing.
+            let before = ctx.callbacks.load(Ordering::Relaxed);
+            self.producer.poll(Duration::ZERO);
+            if ctx.callbacks.load(Ordering::Relaxed) == before {
+                break;
+            }
+        }
+    }
+
+    /// Waits until every message of the send has an outcome (true), or until `until` or
+    /// librdkafka reports every broker down (false); looks more and more seldom, 20 ms apart
+    /// at most.
+    fn wait(&self, ctx: &DeliveryContext, until: Instant) -> bool {
+        let mut pause = POLL_FIRST;
+        loop {
+            self.serve();
+            match ctx.state() {
+                (0, _) => return true,
+                (_, true) => return false,
+                _ => {}
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            std::thread::sleep(pause.min(until - now));
+            pause = (pause * 2).min(POLL_MAX);
+        }
     }
 }
 
@@ -689,12 +738,14 @@ struct Complaints {
     last: Option<(Instant, String)>,
 }
 
-/// The producer's context: collects delivery reports (on librdkafka's polling thread) for
-/// the send that waits on them, and rate-limits librdkafka's logs and errors.
+/// The producer's context: collects delivery reports for the send that waits on them, and
+/// rate-limits librdkafka's logs and errors. (Its callbacks run on the emitter's thread,
+/// in `poll`; librdkafka requires it to be `Sync` all the same.)
 struct DeliveryContext {
     name: String,
+    /// Calls librdkafka made to this context (to tell when its queue is served).
+    callbacks: AtomicU64,
     pending: Mutex<Pending>,
-    reported: Condvar,
     complaints: Mutex<Complaints>,
     stats: Arc<KafkaStats>,
 }
@@ -707,8 +758,8 @@ impl DeliveryContext {
     fn new(name: &str, stats: Arc<KafkaStats>) -> DeliveryContext {
         DeliveryContext {
             name: name.to_string(),
+            callbacks: AtomicU64::new(0),
             pending: Mutex::default(),
-            reported: Condvar::new(),
             complaints: Mutex::default(),
             stats,
         }
@@ -731,27 +782,13 @@ impl DeliveryContext {
         if let Some(slot @ None) = p.outcomes.get_mut(i) {
             *slot = Some(outcome);
             p.missing -= 1;
-            if p.missing == 0 {
-                self.reported.notify_all();
-            }
         }
     }
 
-    /// Waits until every message has an outcome, all brokers are down, or `until`; true when
-    /// all have one.
-    fn wait(&self, until: Instant) -> bool {
-        let mut p = lock(&self.pending);
-        while p.missing > 0 {
-            let now = Instant::now();
-            if now >= until || p.brokers_down {
-                return false;
-            }
-            p = match self.reported.wait_timeout(p, until - now) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        true
+    /// Messages of the send still without an outcome, and whether all brokers are down.
+    fn state(&self) -> (usize, bool) {
+        let p = lock(&self.pending);
+        (p.missing, p.brokers_down)
     }
 
     /// Ends the send: counts the outcomes and forgets them.
@@ -807,6 +844,7 @@ impl DeliveryContext {
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        add(&self.callbacks, 1);
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -821,12 +859,12 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        add(&self.callbacks, 1);
         add(&self.stats.client_errors, 1);
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             let mut p = lock(&self.pending);
             if p.missing > 0 {
                 p.brokers_down = true;
-                self.reported.notify_all();
             }
         }
         match error.rdkafka_error_code() {
@@ -840,6 +878,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        add(&self.callbacks, 1);
         let outcome = match result {
             Ok(_) => Outcome::Delivered,
             Err((e, _)) => Outcome::failed(e),
