@@ -1,18 +1,20 @@
 //! The `kafka` emitter against a real Kafka-protocol broker (tansu, see support_kafka): the
-//! emitter in-process in each format and compression, a broker that comes up late, and the
-//! badger binary end to end (the `load` module on a fixture proc root) in each format and
-//! under the original's `kafka082_emitter` name. Without `BADGER_TANSU` these tests skip
-//! (or fail with `BADGER_REQUIRE_SERVERS=1`, as in scripts/test.sh).
+//! emitter in-process in each format and compression, a broker that comes up late, one that
+//! never answers (the timeout path), and the badger binary end to end (the `load` module on a
+//! fixture proc root) in each format and under the original's `kafka082_emitter` name.
+//! Without `BADGER_TANSU` these tests skip (or fail with `BADGER_REQUIRE_SERVERS=1`, as in
+//! scripts/test.sh).
 
 mod common;
 mod support_kafka;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use badger::emitters::kafka::SPEC;
+use badger::emitters::kafka::{Kafka, SPEC};
 use badger::matcher::Matcher;
 use badger::plugin::{Batch, Emitter, EmitterContext, PluginConf};
 use badger::point::{HostMeta, Payload, Point, Value};
@@ -109,10 +111,13 @@ fn every_compression_is_taken_by_the_broker() {
 fn messages_wait_for_a_broker_that_comes_up_late() {
     let Some(bin) = tansu() else { return };
     // Reserve a port for the broker, send while nothing listens there, then start it.
+    // (tansu creates a topic a producer asks about, with 4 partitions: the producer must not
+    // ask before the test creates it with one.)
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let text = format!(
         r#"{{"brokers": "127.0.0.1:{port}", "topic": "late", "format": "graphite",
-            "timeout": "500ms", "retry_initial": "200ms", "retry_max": "400ms"}}"#
+            "timeout": "500ms", "retry_initial": "200ms", "retry_max": "400ms",
+            "properties": {{"allow.auto.create.topics": false}}}}"#
     );
     let mut e = emitter(&text);
     emit(e.as_mut(), &[payload(1), payload(2)]);
@@ -159,6 +164,92 @@ fn messages_wait_for_a_broker_that_comes_up_late() {
     let mut ts: Vec<i64> = got.iter().map(|m| m.timestamp.unwrap_or(-1)).collect();
     ts.dedup();
     assert_eq!(&ts[..2], [1000, 2000], "in order, none lost");
+}
+
+#[test]
+fn a_broker_that_never_answers_times_out_then_everything_goes_once_to_a_real_one() {
+    let Some(bin) = tansu() else { return };
+    // A "broker" that takes connections and never answers: sends wait out their timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let silent = {
+        let stop = stop.clone();
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((sock, _)) = listener.accept() {
+                    held.push(sock);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let conf = PluginConf::from_text(
+        "kafka",
+        Path::new("/nonexistent/conf.d/kafka.conf"),
+        &format!(
+            r#"{{"brokers": "127.0.0.1:{port}", "topic": "late2", "timeout": "1s",
+                "retry_initial": "100ms", "retry_max": "200ms",
+                "properties": {{"allow.auto.create.topics": false}}}}"#
+        ),
+    );
+    let mut k = match Kafka::new(&conf) {
+        Ok(k) => k,
+        Err(e) => panic!("build: {e}"),
+    };
+    let started = Instant::now();
+    emit(&mut k, &[payload(1), payload(2)]);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "waited {waited:?}");
+    assert_eq!(k.queued(), 2, "kept after the timeout");
+    let (outbox, kafka) = (k.outbox_stats(), k.kafka_stats());
+    assert_eq!(outbox.retries.load(Ordering::Relaxed), 1);
+    assert_eq!(kafka.failed.load(Ordering::Relaxed), 2, "both messages counted as not delivered");
+    assert_eq!(kafka.delivered.load(Ordering::Relaxed), 0);
+
+    // Close the silent one (and its connections) and start tansu on the same port.
+    stop.store(true, Ordering::Relaxed);
+    silent.join().expect("silent broker thread");
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = std::process::Command::new(&bin)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(log.reopen().expect("log"))
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("start tansu");
+    let stop_child = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let up = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > up || matches!(child.try_wait(), Ok(Some(_))) {
+            stop_child(&mut child);
+            eprintln!("note: port {port} was taken before tansu could bind it; skipping the rest");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let created = std::process::Command::new(&bin)
+        .args(["topic", "create", "late2", "--broker", &url, "--partitions", "1"])
+        .output()
+        .expect("topic create");
+    assert!(created.status.success(), "{created:?}");
+    let until = Instant::now() + WAIT;
+    while k.queued() > 0 {
+        assert!(Instant::now() < until, "still queued: {}", k.queued());
+        k.idle();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = consume(&format!("127.0.0.1:{port}"), "late2", 2, WAIT);
+    stop_child(&mut child);
+    let ts: Vec<i64> = got.iter().map(|m| m.timestamp.unwrap_or(-1)).collect();
+    assert_eq!(ts, [1000, 2000], "purged after the timeout, so sent once each, in order: {got:?}");
+    assert_eq!(kafka.delivered.load(Ordering::Relaxed), 2);
 }
 
 // ---- the binary, end to end -----------------------------------------------------------------
