@@ -39,6 +39,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo clippy --no-default-features (the slim build, without Kafka)"
+cargo clippy --locked --all-targets --no-default-features -- -D warnings
 echo "==> cargo test"
 cargo test --locked "$@"
 

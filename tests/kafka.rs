@@ -1,3 +1,4 @@
+#![cfg(feature = "kafka")]
 //! The `kafka` emitter against a real Kafka-protocol broker (tansu, see support_kafka): the
 //! emitter in-process in each format and compression, a broker that comes up late, one that
 //! never answers (the timeout path), and the badger binary end to end (the `load` module on a
