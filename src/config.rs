@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::matcher::{Matcher, NameList};
 use crate::plugin::{line_of_key, strip_comments, ConfigError, EmitterSpec, HostRoots, ModuleSpec, PluginConf};
+use crate::units::Seconds;
 
 /// The longest a module may take before its tick goes out without it.
 pub const MAX_MODULE_TIMEOUT: Duration = Duration::from_millis(900);
@@ -449,35 +450,6 @@ impl<'de> Deserialize<'de> for Interval {
             return Err(de::Error::custom("an interval is whole seconds (ticks are 1 s apart)"));
         }
         Ok(Interval(s.0.as_secs()))
-    }
-}
-
-/// A duration: seconds as a number, or a humantime string ("500ms", "5s").
-#[derive(Debug, Clone, Copy)]
-struct Seconds(Duration);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Seconds;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("seconds as a number, or a duration string such as \"5s\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                Ok(Seconds(Duration::from_secs(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
-                u64::try_from(v).map(|v| Seconds(Duration::from_secs(v))).map_err(|_| E::custom("must not be negative"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                Duration::try_from_secs_f64(v).map(Seconds).map_err(|_| E::custom("must be a non-negative number"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
-                humantime::parse_duration(v.trim()).map(Seconds).map_err(|e| E::custom(format!("\"{v}\": {e}")))
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod plugin;
 pub mod point;
 pub mod procfile;
 pub mod rate;
+pub mod units;
 
 #[path = "../modules/mod.rs"]
 pub mod modules;

@@ -67,6 +67,19 @@ pub fn load(path: &Path, reg: &Registries, running: &[String]) -> Result<Plan, L
     Ok(plan(config, reg, running)?)
 }
 
+/// Loads the config and sets up logging; on failure prints why and gives the exit code.
+fn start(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) -> Result<Plan, i32> {
+    let plan = load(path, reg, &[]).map_err(|e| {
+        eprintln!("badger: {e}");
+        EXIT_CONFIG
+    })?;
+    crate::logging::configure(&plan.config.core.log, log_override).map_err(|e| {
+        eprintln!("badger: cannot open the log file: {e}");
+        EXIT_CONFIG
+    })?;
+    Ok(plan)
+}
+
 fn epoch_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
@@ -81,17 +94,10 @@ fn align() -> (Instant, i64) {
 
 /// Runs the agent until `Control::Stop`. Returns the process exit code.
 pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, control: &Receiver<Control>) -> i32 {
-    let plan = match load(path, reg, &[]) {
+    let plan = match start(path, reg, log_override) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("badger: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = crate::logging::configure(&plan.config.core.log, log_override) {
-        eprintln!("badger: cannot open the log file: {e}");
-        return EXIT_CONFIG;
-    }
     let mut agent = Agent::start(plan);
     let (m, e) = agent.names();
     log::info!("badger {} started: modules [{}], emitters [{}]", env!("CARGO_PKG_VERSION"), m.join(", "), e.join(", "));
@@ -179,17 +185,10 @@ pub enum Probe<'a> {
 
 /// Collects, waits one second so rates exist, collects again and emits that payload.
 pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, how: Probe<'_>) -> i32 {
-    let mut plan = match load(path, reg, &[]) {
+    let mut plan = match start(path, reg, log_override) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("badger: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = crate::logging::configure(&plan.config.core.log, log_override) {
-        eprintln!("badger: cannot open the log file: {e}");
-        return EXIT_CONFIG;
-    }
     if let Probe::Test(spec) = how {
         match default_emitter(spec, &plan.meta) {
             Ok((entry, e)) => plan.emitters = vec![(entry, String::new(), Planned::Built(e))],

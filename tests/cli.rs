@@ -131,7 +131,7 @@ fn conf_d_unknown_key_names_file_line_key() {
 #[test]
 fn conf_d_bad_interval() {
     let e = config_error(MAIN, &[("load", "{\n\"interval\": \"often\"}")]);
-    assert!(e.contains("conf.d/load.conf, line 2, key \"interval\": \"often\":"), "{e}");
+    assert!(e.contains("conf.d/load.conf, line 2, key \"interval\": \"often\" is not a duration"), "{e}");
     let e = config_error(MAIN, &[("load", "{\"interval\": 0.5}")]);
     assert!(e.contains("key \"interval\": an interval is whole seconds"), "{e}");
 }

@@ -174,15 +174,8 @@ fn size_from_f64(f: f64) -> Option<u64> {
     }
 }
 
-/// Parses a duration: a number of seconds (`"1.5"`) or a humantime string (`"500ms"`, `"1m"`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| format!("\"{text}\" is not a valid number of seconds"));
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("\"{text}\" is not a duration ({e}): use seconds or a string like \"500ms\" or \"1m\""))
-}
+use crate::units::de_duration;
+pub use crate::units::parse_duration;
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     struct SizeVisitor;
@@ -205,27 +198,4 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         }
     }
     d.deserialize_any(SizeVisitor)
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    struct DurationVisitor;
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration: a number of seconds or a string like \"500ms\" or \"1m\"")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v).map(Duration::from_secs).map_err(|_| E::custom(format!("{v} seconds is negative")))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v).map_err(|_| E::custom(format!("{v} is not a valid number of seconds")))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse_duration(v).map_err(E::custom)
-        }
-    }
-    d.deserialize_any(DurationVisitor)
 }
