@@ -251,3 +251,32 @@ fn unavailable_module_is_skipped_and_the_rest_runs() {
         stdout(&o)
     );
 }
+
+#[test]
+fn once_sends_one_payload_through_the_configured_emitters() {
+    let c = TempConfig::new(
+        r#"{"core": {"hostname": "h1", "ipv4": "", "ipv6": "", "proc_root": "proc"},
+            "modules": ["load"], "emitters": ["stdout"]}"#,
+        &[],
+    );
+    c.write("proc/loadavg", "2.09 1.5 0.25 3/181 4242\n");
+    let o = run(&["--once", "-f", "config.json"], c.dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hostname"], "h1");
+    assert_eq!(v["points"][0]["load.one"]["value"], 2.09);
+}
+
+#[test]
+fn missing_metadata_is_detected_and_empty_stays_empty() {
+    // hostname left out: the kernel's; ipv4 set to "": stays empty; datacenter left out: empty.
+    let c = TempConfig::new(r#"{"core": {"ipv4": ""}, "modules": ["load"], "emitters": ["stdout"]}"#, &[]);
+    let o = run(&["--check", "-f", "config.json"], c.dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("datacenter=\"\" "), "{out}");
+    assert!(out.contains(&format!("hostname={:?} ipv4=\"\"", kernel.trim())), "{out}");
+}

@@ -159,3 +159,56 @@ impl<T> RecvDeadline<T> for mpsc::Receiver<T> {
         self.recv_timeout(deadline.saturating_duration_since(Instant::now()))
     }
 }
+
+#[test]
+fn a_stall_skips_missed_ticks_and_never_bursts() {
+    let c = config();
+    let (mut child, rx, err) = start(&c);
+    let before = rx.recv_timeout(Duration::from_secs(3)).expect("a payload");
+    // Freeze the whole process for 3.5 s, as a VM pause or a swap storm would.
+    signal(&child, "-STOP");
+    std::thread::sleep(Duration::from_millis(3500));
+    signal(&child, "-CONT");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(100)) {
+            got.push((Instant::now(), v["timestamp"].as_i64().unwrap()));
+        }
+    }
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
+    let mut ts: Vec<i64> = rx.try_iter().map(|v| v["timestamp"].as_i64().unwrap()).collect();
+    ts.splice(0..0, std::iter::once(before["timestamp"].as_i64().unwrap()));
+    let after: Vec<i64> = got.iter().map(|g| g.1).collect();
+    let all: Vec<i64> = ts.iter().chain(after.iter()).copied().collect();
+    assert!(all.windows(2).any(|w| w[1] - w[0] >= 3), "the stalled ticks are skipped: {all:?}");
+    let ts = all;
+    // No burst: after the first payload that comes out of the stall, payloads keep 1 s apart.
+    for w in got.windows(2).skip(1) {
+        assert!(w[1].0 - w[0].0 > Duration::from_millis(500), "burst: {ts:?}");
+    }
+    assert!(err.join().unwrap().contains("skipped"), "the stall is logged");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_on_stderr() {
+    let c = TempConfig::new(
+        r#"{"core": {"hostname": "h", "ipv4": "", "ipv6": "", "proc_root": "proc", "log": {"format": "json"}},
+            "modules": ["load"], "emitters": ["stdout"]}"#,
+        &[],
+    );
+    c.write("proc/loadavg", "1.00 2.00 3.00 1/100 999\n");
+    let (mut child, rx, err) = start(&c);
+    rx.recv_timeout(Duration::from_secs(3)).expect("a payload");
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
+    let err = err.join().unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 2, "{err}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert_eq!(v["level"], "info");
+        assert!(v["msg"].is_string() && v["timestamp"].is_string() && v["target"].is_string(), "{l}");
+    }
+}
