@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 
 use crate::config::{Config, PluginEntry, Registries};
 use crate::matcher::Matcher;
+pub use crate::plugin::RateLimit;
 use crate::plugin::{
     Batch, BuildError, ConfigError, Emitter, EmitterContext, EmitterSpec, Module, ModuleContext, PluginConf,
 };
@@ -256,30 +257,6 @@ struct EmitterWorker {
     stats: Arc<EmitterStats>,
     dead_logged: bool,
     drop_log: RateLimit,
-}
-
-/// Logs at most once a minute, and says how many were left out.
-#[derive(Default)]
-pub struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(60) => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
 }
 
 /// The running agent.

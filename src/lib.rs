@@ -1,12 +1,13 @@
 //! badger: a per-host Linux stats agent, the successor of Stat Badger.
 //!
 //! Dependency direction (one way): the point model and plugin API ([`point`], [`plugin`],
-//! [`matcher`], [`rate`], [`procfile`]) ← [`modules`] and [`emitters`] ← the core
+//! [`matcher`], [`rate`], [`procfile`], [`units`], [`json`]) ← [`modules`] and [`emitters`] ← the core
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
 #[cfg(test)]
 pub mod fixture;
+pub mod json;
 pub mod matcher;
 pub mod plugin;
 pub mod point;

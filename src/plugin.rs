@@ -12,7 +12,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
@@ -125,6 +125,30 @@ impl<'a> PayloadView<'a> {
     pub fn points(&self) -> impl Iterator<Item = &'a Point> + 'a {
         let blacklist = self.blacklist;
         self.payload.points.iter().filter(move |p| !blacklist.matches(&p.name))
+    }
+}
+
+/// Logs at most once a minute, and says how many were left out.
+#[derive(Default)]
+pub struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(60) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
     }
 }
 
