@@ -5,6 +5,7 @@
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
+pub mod external;
 #[cfg(test)]
 pub mod fixture;
 pub mod json;
@@ -26,4 +27,5 @@ pub mod cli;
 pub mod config;
 pub mod hostmeta;
 pub mod logging;
+pub mod native;
 pub mod scheduler;

@@ -22,6 +22,10 @@ use crate::point::{HostMeta, Payload, Point};
 /// Keys that every module and emitter takes; the core reads them, plugins never see them.
 pub const COMMON_KEYS: &[&str] = &["interval", "blacklist", "timeout"];
 
+/// The registry kind of exec plugins. A listed name that is not in the registry and whose
+/// conf file has an `exec` key is built by the registry's entry of this name.
+pub const EXEC_KIND: &str = "exec";
+
 /// Where a module reads the kernel's view of the machine. Tests point these at fixture trees.
 #[derive(Debug, Clone)]
 pub struct HostRoots {
@@ -52,6 +56,9 @@ impl HostRoots {
 #[derive(Debug, Clone, Default)]
 pub struct ModuleContext {
     pub roots: HostRoots,
+    /// How long a tick waits for this module (its `timeout`, else `core.module_timeout`);
+    /// zero when unknown (tests).
+    pub timeout: Duration,
 }
 
 /// What an emitter's `build` gets besides its config.
