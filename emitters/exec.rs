@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::json;
-use crate::external::{check_program, kill_group, resolve_program, timespec, wait_until};
+use crate::external::{check_program, conf_dir, kill_group, resolve_program, timespec, wait_until};
 use crate::plugin::{
     Batch, BuildError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf, RateLimit, EXEC_KIND,
 };
@@ -91,7 +91,7 @@ fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, B
     if c.write_timeout.is_zero() {
         return Err(conf.error("write_timeout", "must be more than 0").into());
     }
-    let dir = conf.file.parent().map(PathBuf::from).unwrap_or_default();
+    let dir = conf_dir(conf);
     let program = resolve_program(program, &dir).map_err(BuildError::Unavailable)?;
     check_program(&program).map_err(BuildError::Unavailable)?;
     Ok(Box::new(ExecEmitter {

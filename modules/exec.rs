@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::external::{check_program, kill_group, points_from_json, resolve_program, timespec, wait_until};
+use crate::external::{check_program, conf_dir, kill_group, points_from_json, resolve_program, timespec, wait_until};
 use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf, RateLimit, EXEC_KIND};
 use crate::point::Point;
 
@@ -52,7 +52,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
     let Some((program, args)) = exec.split_first() else {
         return Err(conf.error("exec", "the command is empty: give the program and its arguments").into());
     };
-    let dir = conf.file.parent().map(PathBuf::from).unwrap_or_default();
+    let dir = conf_dir(conf);
     let program = resolve_program(program, &dir).map_err(BuildError::Unavailable)?;
     check_program(&program).map_err(BuildError::Unavailable)?;
     let timeout = if ctx.timeout.is_zero() { DEFAULT_TIMEOUT } else { ctx.timeout };

@@ -72,6 +72,16 @@ pub fn resolve_program(program: &str, base: &Path) -> Result<PathBuf, String> {
     Err(format!("\"{program}\" is not in PATH ({})", path.to_string_lossy()))
 }
 
+/// The absolute directory of a plugin's conf file: where an exec command runs, and what its
+/// relative program path is relative to.
+pub fn conf_dir(conf: &crate::plugin::PluginConf) -> PathBuf {
+    let dir = match conf.file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
 /// Checks that a program can be run by badger: [`check_file`] plus the execute bits.
 pub fn check_program(path: &Path) -> Result<(), String> {
     check_file(path, "run")?;
