@@ -72,9 +72,10 @@
 //!   success it stores an opaque handle in `*handle` and returns 0.
 //! * Every `int32_t` function returns a status and may fill `*out`: `0` success (`collect`:
 //!   `out` holds the points), `1` error (`out` holds a UTF-8 message), `2` the plugin panicked
-//!   (`out` holds the panic message), `3` (`init` only) the config is wrong: `out` holds
-//!   `{"key": "<key path>" or null, "message": "…"}`, and badger reports it as a config error
-//!   of the conf file (exit 2) where status 1 from `init` only skips the plugin.
+//!   (`out` holds the panic message), `3` the config is wrong: `out` holds `{"key": "<key
+//!   path>" or null, "message": "…"}`. From `init`, badger reports status 3 as a config error
+//!   of the conf file (file, line, key; exit 2), while status 1 or 2 only skips the plugin;
+//!   from the other calls it is an error like status 1.
 //! * `*out` is `{NULL, 0}` when there is nothing to say. badger hands every non-null `out`
 //!   back to `badger_plugin_free` once it has read it.
 //! * `collect` fills `out` with a JSON array of point objects, the shape of the `points` of a
