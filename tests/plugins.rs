@@ -221,7 +221,8 @@ fn main_config(modules: &str, emitters: &str) -> String {
 // ---- the tests ------------------------------------------------------------------------------
 
 /// Both kinds of both sorts: a shared-library module and an exec module feed the payload; a
-/// shared-library emitter and an exec emitter receive exactly what `stdout` prints.
+/// shared-library emitter and an exec emitter receive exactly what `stdout` prints. Module
+/// and emitter blacklists apply to plugins as to built-ins.
 #[test]
 fn library_and_exec_plugins_collect_and_receive() {
     let c = TempConfig::new(&main_config(r#""load", "dir_files", "queues""#, r#""stdout", "jsonl_file", "tee""#), &[]);
@@ -235,7 +236,7 @@ fn library_and_exec_plugins_collect_and_receive() {
     let jsonl = c.dir.path().join("out.jsonl");
     let tee = c.dir.path().join("tee.out");
     c.write("conf.d/dir_files.conf", &format!(r#"{{"dirs": {{"spool": "{}"}}}}"#, spool.display()));
-    c.write("conf.d/jsonl_file.conf", &format!(r#"{{"path": "{}"}}"#, jsonl.display()));
+    c.write("conf.d/jsonl_file.conf", &format!(r#"{{"path": "{}", "blacklist": "load.*"}}"#, jsonl.display()));
     // The exec module: two good lines, a line that is not JSON, a point with a bad value.
     script(
         &c,
@@ -243,10 +244,11 @@ fn library_and_exec_plugins_collect_and_receive() {
         r#"echo '{"queue.depth.mail": {"value": 3, "units": "msgs", "tags": {"queue": "mail"}}}'
 echo 'garbage'
 echo '{"queue.age.mail": 1.5}'
-echo '{"queue.bad": {"value": "x"}}'"#,
+echo '{"queue.bad": {"value": "x"}}'
+echo '{"queue.hidden": 7}'"#,
         0o755,
     );
-    c.write("conf.d/queues.conf", r#"{"exec": ["./queues.sh"]}"#);
+    c.write("conf.d/queues.conf", r#"{"exec": ["./queues.sh"], "blacklist": ["queue.hid*"]}"#);
     script(&c, "tee.sh", r#"exec cat >> "$1""#, 0o700);
     c.write("conf.d/tee.conf", &format!(r#"{{"exec": ["../tee.sh", "{}"]}}"#, tee.display()));
 
@@ -284,7 +286,16 @@ echo '{"queue.bad": {"value": "x"}}'"#,
     assert_eq!(tee_lines, stdout);
     let parse = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap();
     let jsonl_lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(parse).collect();
-    assert_eq!(jsonl_lines, stdout.iter().map(|l| parse(l)).collect::<Vec<_>>());
+    // The library emitter's blacklist ("load.*") leaves the load points out of its copy only.
+    let without_load = |l: &String| {
+        let mut v = parse(l);
+        if let Some(points) = v["points"].as_array_mut() {
+            points.retain(|p| !p.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("load."))));
+        }
+        v
+    };
+    assert_eq!(jsonl_lines, stdout.iter().map(without_load).collect::<Vec<_>>());
+    assert!(jsonl_lines.iter().all(|v| !names(v).is_empty() && !names(v).iter().any(|n| n.starts_with("load."))));
     assert!(err.contains("emitter \"tee\": started "), "{err}");
 }
 
