@@ -3,6 +3,7 @@
 
 use crate::plugin::EmitterSpec;
 
+pub mod exec;
 pub mod graphite;
 pub mod json;
 #[cfg(feature = "kafka")]
@@ -18,4 +19,5 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &graphite::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,
+    &exec::SPEC,
 ];

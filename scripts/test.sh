@@ -37,12 +37,16 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+# --workspace: badger, the plugin SDK (sdk/) and the plugin crates (modules/dir_files,
+# emitters/jsonl_file, tests/support_plugins/misbehave).
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo clippy --no-default-features (the slim build, without Kafka)"
-cargo clippy --locked --all-targets --no-default-features -- -D warnings
+cargo clippy --locked --workspace --all-targets --no-default-features -- -D warnings
+# tests/plugins.rs builds the plugin crates itself (cargo build -p …) and two small
+# libraries with rustc.
 echo "==> cargo test"
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"
 
 if [ "${BADGER_SKIP_PACKAGING:-0}" != 1 ]; then
     echo "==> packaging (scripts/package-test.sh; skip with BADGER_SKIP_PACKAGING=1)"

@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 
 use crate::config::{Config, PluginEntry, Registries};
 use crate::matcher::Matcher;
+pub use crate::plugin::RateLimit;
 use crate::plugin::{
     Batch, BuildError, ConfigError, Emitter, EmitterContext, EmitterSpec, Module, ModuleContext, PluginConf,
 };
@@ -81,16 +82,24 @@ pub struct Plan {
 /// A config error in any plugin fails the whole plan.
 pub fn plan(config: Config, reg: &Registries, running: &[String]) -> Result<Plan, ConfigError> {
     let meta = crate::hostmeta::resolve(&config.core);
-    let mctx = ModuleContext { roots: config.core.roots.roots() };
+    let roots = config.core.roots.roots();
     let ectx = EmitterContext { meta: Arc::new(meta.clone()) };
     let mut modules = Vec::new();
     for entry in &config.modules {
-        let fp = format!("{}\u{0}{:?}", entry.fingerprint(), mctx.roots);
+        let timeout = entry.timeout.unwrap_or(config.core.module_timeout).min(crate::config::MAX_MODULE_TIMEOUT);
+        let mctx = ModuleContext { roots: roots.clone(), timeout };
+        let fp = format!("{}\u{0}{:?}\u{0}{timeout:?}", entry.fingerprint(), mctx.roots);
         let planned = if running.contains(&fp) {
             Planned::Keep
         } else {
-            let spec = reg.module(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
-            match (spec.build)(&mctx, &entry.conf) {
+            let built = match &entry.library {
+                Some(lib) => crate::native::build_module(lib, &mctx, &entry.conf),
+                None => {
+                    let spec = reg.module(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
+                    (spec.build)(&mctx, &entry.conf)
+                }
+            };
+            match built {
                 Ok(m) => Planned::Built(m),
                 Err(BuildError::Config(e)) => return Err(e),
                 Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
@@ -104,8 +113,15 @@ pub fn plan(config: Config, reg: &Registries, running: &[String]) -> Result<Plan
         let planned = if running.contains(&fp) {
             Planned::Keep
         } else {
-            let spec = reg.emitter(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not an emitter"))?;
-            match (spec.build)(&ectx, &entry.conf) {
+            let built = match &entry.library {
+                Some(lib) => crate::native::build_emitter(lib, &entry.conf),
+                None => {
+                    let spec =
+                        reg.emitter(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not an emitter"))?;
+                    (spec.build)(&ectx, &entry.conf)
+                }
+            };
+            match built {
                 Ok(e) => Planned::Built(e),
                 Err(BuildError::Config(e)) => return Err(e),
                 Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
@@ -123,6 +139,7 @@ pub fn default_emitter(spec: &EmitterSpec, meta: &HostMeta) -> Result<(PluginEnt
     let entry = PluginEntry {
         name: spec.name.into(),
         kind: spec.name,
+        library: None,
         interval: 0,
         blacklist: Matcher::default(),
         timeout: None,
@@ -256,30 +273,6 @@ struct EmitterWorker {
     stats: Arc<EmitterStats>,
     dead_logged: bool,
     drop_log: RateLimit,
-}
-
-/// Logs at most once a minute, and says how many were left out.
-#[derive(Default)]
-pub struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(60) => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
 }
 
 /// The running agent.

@@ -22,13 +22,17 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::matcher::{Matcher, NameList};
-use crate::plugin::{line_of_key, strip_comments, ConfigError, EmitterSpec, HostRoots, ModuleSpec, PluginConf};
+use crate::plugin::{
+    line_of_key, strip_comments, ConfigError, EmitterSpec, HostRoots, ModuleSpec, PluginConf, EXEC_KIND,
+};
 use crate::units::Seconds;
 
 /// The longest a module may take before its tick goes out without it.
 pub const MAX_MODULE_TIMEOUT: Duration = Duration::from_millis(900);
 const DEFAULT_MODULE_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_QUEUE_SIZE: usize = 600;
+/// Where shared-library plugins are looked up when `core.plugin_dirs` is not set.
+pub const DEFAULT_PLUGIN_DIRS: &[&str] = &["/usr/lib/badger/modules", "/usr/lib/badger/emitters"];
 
 /// The registries the core is handed by the binary.
 #[derive(Clone, Copy)]
@@ -72,6 +76,8 @@ pub struct CoreConfig {
     pub module_timeout: Duration,
     /// Payloads an emitter's queue holds before the oldest is dropped.
     pub queue_size: usize,
+    /// Where `lib<name>.so` is looked up for a listed name that is not built in.
+    pub plugin_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,8 +112,10 @@ pub struct LogConfig {
 pub struct PluginEntry {
     /// The name as listed (an alias stays an alias; its conf file is `<alias>.conf`).
     pub name: String,
-    /// The registry name it resolved to.
+    /// The registry name it resolved to ([`LIBRARY_KIND`] for a shared library).
     pub kind: &'static str,
+    /// The shared library (`<dir>/lib<name>.so`) it is loaded from; `None` for the registry's.
+    pub library: Option<PathBuf>,
     /// Whole seconds; 0 and 1 both mean every tick.
     pub interval: u64,
     pub blacklist: Matcher,
@@ -118,9 +126,13 @@ pub struct PluginEntry {
 impl PluginEntry {
     /// What must be equal for a reload to keep the running instance.
     pub fn fingerprint(&self) -> String {
-        format!("{}\u{0}{}\u{0}{}", self.kind, self.conf.file.display(), self.conf.text)
+        let lib = self.library.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        format!("{}\u{0}{lib}\u{0}{}\u{0}{}", self.kind, self.conf.file.display(), self.conf.text)
     }
 }
+
+/// The kind of a plugin loaded from a shared library (never a registry name: it has a space).
+pub const LIBRARY_KIND: &str = "shared library";
 
 /// Why a config could not be loaded.
 #[derive(Debug)]
@@ -159,35 +171,73 @@ impl Config {
         let mut seen = HashSet::new();
         for (section, list) in [("modules", Some(&main.modules)), ("async_modules", main.async_modules.as_ref())] {
             let Some(list) = list else { continue };
-            let (names, conf_dir) =
+            let (names, conf_dir, dir) =
                 list.resolve(section, "included_modules", path, &text, &default_conf_dir, &resolve)?;
+            let dirs: Vec<PathBuf> = dir.into_iter().chain(core.plugin_dirs.iter().cloned()).collect();
             for name in names {
-                let kind = reg.module(&name).map(|s| s.name).ok_or_else(|| {
+                let (conf, common) = read_conf(&name, &conf_dir)?;
+                let builtin = reg.module(&name).map(|s| s.name);
+                let exec = common.exec.is_some().then(|| reg.module(EXEC_KIND).map(|s| s.name)).flatten();
+                let (kind, library) = resolve_kind(&name, builtin, exec, &dirs).ok_or_else(|| {
                     let known: Vec<&str> = reg.modules.iter().map(|s| s.name).collect();
-                    name_error(path, &text, section, &name, &format!("unknown module; known: {}", known.join(", ")))
+                    name_error(path, &text, section, &name, &unknown("module", &name, &known, &conf, &dirs))
                 })?;
-                if !seen.insert(kind) {
+                // A built-in runs once (an alias is the same module); plugins by their names.
+                let key = if builtin.is_some() { kind.to_string() } else { name.clone() };
+                if !seen.insert(key) {
                     return Err(name_error(path, &text, section, &name, "module listed twice").into());
                 }
-                modules.push(plugin_entry(&name, kind, &conf_dir)?);
+                modules.push(plugin_entry(&name, kind, library, conf, common)?);
             }
         }
         let mut emitters = Vec::new();
-        let (names, conf_dir) =
+        let (names, conf_dir, dir) =
             main.emitters.resolve("emitters", "included_emitters", path, &text, &default_conf_dir, &resolve)?;
+        let dirs: Vec<PathBuf> = dir.into_iter().chain(core.plugin_dirs.iter().cloned()).collect();
         let mut seen = HashSet::new();
         for name in names {
-            let kind = reg.emitter(&name).map(|s| s.name).ok_or_else(|| {
+            let (conf, common) = read_conf(&name, &conf_dir)?;
+            let builtin = reg.emitter(&name).map(|s| s.name);
+            let exec = common.exec.is_some().then(|| reg.emitter(EXEC_KIND).map(|s| s.name)).flatten();
+            let (kind, library) = resolve_kind(&name, builtin, exec, &dirs).ok_or_else(|| {
                 let known: Vec<&str> = reg.emitters.iter().map(|s| s.name).collect();
-                name_error(path, &text, "emitters", &name, &format!("unknown emitter; known: {}", known.join(", ")))
+                name_error(path, &text, "emitters", &name, &unknown("emitter", &name, &known, &conf, &dirs))
             })?;
             if !seen.insert(name.clone()) {
                 return Err(name_error(path, &text, "emitters", &name, "emitter listed twice").into());
             }
-            emitters.push(plugin_entry(&name, kind, &conf_dir)?);
+            emitters.push(plugin_entry(&name, kind, library, conf, common)?);
         }
         Ok(Config { file: path.to_path_buf(), core, modules, emitters })
     }
+}
+
+/// What a listed name is: a built-in (or alias), an exec plugin (a conf file with an `exec`
+/// key, built by the registry's `exec` kind), or a shared library found in `dirs`.
+fn resolve_kind(
+    name: &str,
+    builtin: Option<&'static str>,
+    exec: Option<&'static str>,
+    dirs: &[PathBuf],
+) -> Option<(&'static str, Option<PathBuf>)> {
+    if let Some(kind) = builtin {
+        return Some((kind, None));
+    }
+    if let Some(kind) = exec {
+        return Some((kind, None));
+    }
+    crate::native::find(dirs, name).map(|lib| (LIBRARY_KIND, Some(lib)))
+}
+
+fn unknown(what: &str, name: &str, known: &[&str], conf: &PluginConf, dirs: &[PathBuf]) -> String {
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    format!(
+        "unknown {what}; known: {}; and no {} has an \"{EXEC_KIND}\" key, nor is there a {} in {}",
+        known.join(", "),
+        conf.file.display(),
+        crate::native::file_name(name),
+        if dirs.is_empty() { "(no plugin directory)".to_string() } else { dirs.join(", ") }
+    )
 }
 
 fn name_error(file: &Path, text: &str, section: &str, name: &str, msg: &str) -> ConfigError {
@@ -260,6 +310,10 @@ fn core_config(
     if module_timeout.is_zero() || module_timeout > MAX_MODULE_TIMEOUT {
         return Err(err("module_timeout", "must be more than 0 and at most 900ms (a tick is 1 s)".into()));
     }
+    let plugin_dirs = match &raw.plugin_dirs {
+        Some(dirs) => dirs.iter().map(|d| resolve(d)).collect(),
+        None => DEFAULT_PLUGIN_DIRS.iter().map(PathBuf::from).collect(),
+    };
     let queue_size = raw.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE);
     if queue_size == 0 {
         return Err(err("queue_size", "must be at least 1".into()));
@@ -280,10 +334,12 @@ fn core_config(
         },
         module_timeout,
         queue_size,
+        plugin_dirs,
     })
 }
 
-fn plugin_entry(name: &str, kind: &'static str, conf_dir: &Path) -> Result<PluginEntry, ConfigError> {
+/// Reads `<conf_dir>/<name>.conf` (`{}` when it does not exist) and its common keys.
+fn read_conf(name: &str, conf_dir: &Path) -> Result<(PluginConf, RawCommon), ConfigError> {
     let file = conf_dir.join(format!("{name}.conf"));
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
@@ -293,6 +349,16 @@ fn plugin_entry(name: &str, kind: &'static str, conf_dir: &Path) -> Result<Plugi
     let conf = PluginConf::from_text(name, &file, &text);
     let mut de = serde_json::Deserializer::from_str(&conf.text);
     let common: RawCommon = serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::from_json(&file, e))?;
+    Ok((conf, common))
+}
+
+fn plugin_entry(
+    name: &str,
+    kind: &'static str,
+    library: Option<PathBuf>,
+    conf: PluginConf,
+    common: RawCommon,
+) -> Result<PluginEntry, ConfigError> {
     let blacklist = Matcher::new(&common.blacklist.unwrap_or_default()).map_err(|m| conf.error("blacklist", m))?;
     let timeout = common.timeout.map(|d| d.0);
     if let Some(t) = timeout {
@@ -303,6 +369,7 @@ fn plugin_entry(name: &str, kind: &'static str, conf_dir: &Path) -> Result<Plugi
     Ok(PluginEntry {
         name: name.to_string(),
         kind,
+        library,
         interval: common.interval.map(|i| i.0).unwrap_or(0),
         blacklist,
         timeout,
@@ -340,6 +407,7 @@ struct RawCore {
     host_root: Option<PathBuf>,
     module_timeout: Option<Seconds>,
     queue_size: Option<usize>,
+    plugin_dirs: Option<Vec<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -358,6 +426,8 @@ struct RawCommon {
     interval: Option<Interval>,
     blacklist: Option<NameList>,
     timeout: Option<Seconds>,
+    /// Only whether it is there: a name that is not built in runs as an exec plugin.
+    exec: Option<de::IgnoredAny>,
 }
 
 /// A list of plugin names: an array, or the original's section object.
@@ -369,9 +439,9 @@ enum PluginList {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSection {
-    /// The original's Python code directory: accepted and ignored (plugins are built in).
-    #[allow(dead_code)]
-    dir: Option<String>,
+    /// The original's plugin code directory: searched first for `lib<name>.so` of the
+    /// section's names that are not built in.
+    dir: Option<PathBuf>,
     config: Option<PathBuf>,
     included_modules: Option<Vec<String>>,
     included_emitters: Option<Vec<String>>,
@@ -386,9 +456,9 @@ impl PluginList {
         text: &str,
         default_conf_dir: &Path,
         resolve: &dyn Fn(&Path) -> PathBuf,
-    ) -> Result<(Vec<String>, PathBuf), ConfigError> {
+    ) -> Result<(Vec<String>, PathBuf, Option<PathBuf>), ConfigError> {
         match self {
-            PluginList::Names(n) => Ok((n.clone(), default_conf_dir.to_path_buf())),
+            PluginList::Names(n) => Ok((n.clone(), default_conf_dir.to_path_buf(), None)),
             PluginList::Section(s) => {
                 let (names, wrong) = if list_key == "included_modules" {
                     (&s.included_modules, s.included_emitters.is_some().then_some("included_emitters"))
@@ -412,7 +482,7 @@ impl PluginList {
                     )
                 })?;
                 let conf_dir = s.config.as_deref().map(resolve).unwrap_or_else(|| default_conf_dir.to_path_buf());
-                Ok((names, conf_dir))
+                Ok((names, conf_dir, s.dir.as_deref().map(resolve)))
             }
         }
     }

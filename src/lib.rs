@@ -1,12 +1,14 @@
 //! badger: a per-host Linux stats agent, the successor of Stat Badger.
 //!
 //! Dependency direction (one way): the point model and plugin API ([`point`], [`plugin`],
-//! [`matcher`], [`rate`], [`procfile`]) ← [`modules`] and [`emitters`] ← the core
+//! [`matcher`], [`rate`], [`procfile`], [`units`], [`json`]) ← [`modules`] and [`emitters`] ← the core
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
+pub mod external;
 #[cfg(test)]
 pub mod fixture;
+pub mod json;
 pub mod matcher;
 pub mod plugin;
 pub mod point;
@@ -25,4 +27,5 @@ pub mod cli;
 pub mod config;
 pub mod hostmeta;
 pub mod logging;
+pub mod native;
 pub mod scheduler;

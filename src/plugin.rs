@@ -12,7 +12,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
@@ -21,6 +21,10 @@ use crate::point::{HostMeta, Payload, Point};
 
 /// Keys that every module and emitter takes; the core reads them, plugins never see them.
 pub const COMMON_KEYS: &[&str] = &["interval", "blacklist", "timeout"];
+
+/// The registry kind of exec plugins. A listed name that is not in the registry and whose
+/// conf file has an `exec` key is built by the registry's entry of this name.
+pub const EXEC_KIND: &str = "exec";
 
 /// Where a module reads the kernel's view of the machine. Tests point these at fixture trees.
 #[derive(Debug, Clone)]
@@ -52,6 +56,9 @@ impl HostRoots {
 #[derive(Debug, Clone, Default)]
 pub struct ModuleContext {
     pub roots: HostRoots,
+    /// How long a tick waits for this module (its `timeout`, else `core.module_timeout`);
+    /// zero when unknown (tests).
+    pub timeout: Duration,
 }
 
 /// What an emitter's `build` gets besides its config.
@@ -125,6 +132,30 @@ impl<'a> PayloadView<'a> {
     pub fn points(&self) -> impl Iterator<Item = &'a Point> + 'a {
         let blacklist = self.blacklist;
         self.payload.points.iter().filter(move |p| !blacklist.matches(&p.name))
+    }
+}
+
+/// Logs at most once a minute, and says how many were left out.
+#[derive(Default)]
+pub struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(60) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
     }
 }
 

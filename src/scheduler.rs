@@ -238,7 +238,11 @@ pub fn check(path: &Path, reg: &Registries) -> i32 {
         let conf =
             if e.conf.file.exists() { e.conf.file.display().to_string() } else { "(defaults; no conf file)".into() };
         let every = if e.interval <= 1 { "every tick".to_string() } else { format!("every {}s", e.interval) };
-        let alias = if e.name != e.kind { format!(" (= {})", e.kind) } else { String::new() };
+        let alias = match &e.library {
+            Some(lib) => format!(" (= {})", lib.display()),
+            None if e.name != e.kind => format!(" (= {})", e.kind),
+            None => String::new(),
+        };
         println!("  {kind} {}{alias}: {every}, {conf}: {status}", e.name);
     };
     for (e, _, p) in &plan.modules {

@@ -106,7 +106,7 @@ fn every_module_and_emitter_has_a_default_conf_file() {
 /// never names a concrete module or emitter (only the binary wires the registries in).
 #[test]
 fn dependency_direction() {
-    const API: &[&str] = &["point", "plugin", "matcher", "rate", "procfile", "units", "fixture"];
+    const API: &[&str] = &["point", "plugin", "matcher", "rate", "procfile", "units", "json", "external", "fixture"];
     for dir in ["modules", "emitters"] {
         for entry in walk(&root().join(dir)) {
             let text = std::fs::read_to_string(&entry).unwrap();
@@ -153,4 +153,33 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The README's guide covers both kinds of plugin and documents each example plugin with the
+/// tables of its crate's docs.
+#[test]
+fn readme_guide_documents_both_kinds_and_the_example_plugins() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let guide = readme
+        .split("\n## Write your own module or emitter\n")
+        .nth(1)
+        .expect("a \"Write your own module or emitter\" section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    for heading in [
+        "### Exec module: a command that prints points",
+        "### Exec emitter: a command that reads payloads",
+        "### Shared-library module or emitter (Rust, with the SDK)",
+        "#### module `dir_files` (`modules/dir_files/`)",
+        "#### emitter `jsonl_file` (`emitters/jsonl_file/`)",
+    ] {
+        assert!(guide.contains(heading), "the guide lacks {heading:?}");
+    }
+    for krate in ["modules/dir_files", "emitters/jsonl_file"] {
+        let text = std::fs::read_to_string(root().join(krate).join("src/lib.rs")).unwrap();
+        for line in text.lines().filter_map(|l| l.strip_prefix("//! ")).filter(|l| l.starts_with('|')) {
+            assert!(guide.contains(line), "the guide lacks this line of {krate}'s docs:\n{line}");
+        }
+    }
 }
