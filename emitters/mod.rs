@@ -3,10 +3,11 @@
 
 use crate::plugin::EmitterSpec;
 
+pub mod influxdb;
 pub mod json;
 pub mod outbox;
 pub mod stdout;
 pub mod stdout_pretty;
 
 /// Every built-in emitter.
-pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC];
+pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC, &influxdb::SPEC];
