@@ -4,12 +4,11 @@
 //! Credentials travel only in the `Authorization` header (basic auth for 1.x, `Token` for
 //! 2.x), never in a URL, and no message built here contains the password or the token.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::emitters::outbox::{SendError, Transport};
@@ -101,7 +100,10 @@ pub struct HttpTransport {
     user: Option<String>,
     /// The `Authorization` header value (secret).
     authorization: Option<String>,
-    gzip: bool,
+    /// The deflate state, made once and reset for every body (with gzip). Building it
+    /// takes a lot of stack in a debug build, more than an emitter thread has: it is built
+    /// with the transport, on the thread that reads the config.
+    deflate: Option<Compress>,
     timeout: Duration,
     /// Set at shutdown: no request may go on past it.
     deadline: Option<Instant>,
@@ -159,7 +161,7 @@ impl HttpTransport {
             database,
             user,
             authorization,
-            gzip: target.gzip,
+            deflate: target.gzip.then(|| Compress::new(Compression::fast(), false)),
             timeout: target.timeout,
             deadline: None,
             body: Vec::new(),
@@ -246,24 +248,21 @@ impl HttpTransport {
         }
     }
 
-    fn build_body(&mut self, records: &[&[u8]]) -> std::io::Result<()> {
+    fn build_body(&mut self, records: &[&[u8]]) -> Result<(), String> {
         self.body.clear();
-        if self.gzip {
-            let mut gz = GzEncoder::new(std::mem::take(&mut self.body), Compression::fast());
-            for r in records {
-                gz.write_all(r)?;
-            }
-            self.body = gz.finish()?;
-        } else {
-            for r in records {
-                self.body.extend_from_slice(r);
+        match &mut self.deflate {
+            Some(c) => gzip(c, records, &mut self.body),
+            None => {
+                for r in records {
+                    self.body.extend_from_slice(r);
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     fn write(&self) -> Answer {
-        self.post(&self.write_url, "text/plain; charset=utf-8", self.gzip, &self.body)
+        self.post(&self.write_url, "text/plain; charset=utf-8", self.deflate.is_some(), &self.body)
     }
 
     /// What a write answer means for the outbox.
@@ -285,6 +284,39 @@ impl HttpTransport {
     }
 }
 
+/// Writes `records`, one after the other, as one gzip member (RFC 1952) to `out`.
+fn gzip(c: &mut Compress, records: &[&[u8]], out: &mut Vec<u8>) -> Result<(), String> {
+    c.reset();
+    // Magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    let mut crc = crc32fast::Hasher::new();
+    let mut len: u64 = 0;
+    let nothing: [&[u8]; 1] = [&[]];
+    let records = if records.is_empty() { &nothing[..] } else { records };
+    let last = records.len() - 1;
+    for (i, r) in records.iter().enumerate() {
+        crc.update(r);
+        len += r.len() as u64;
+        let flush = if i == last { FlushCompress::Finish } else { FlushCompress::None };
+        let mut input: &[u8] = r;
+        loop {
+            out.reserve(input.len() / 2 + 256);
+            let before = c.total_in();
+            let status = c.compress_vec(input, out, flush).map_err(|e| e.to_string())?;
+            input = &input[(c.total_in() - before) as usize..];
+            match (flush, status) {
+                (FlushCompress::Finish, Status::StreamEnd) => break,
+                (FlushCompress::Finish, _) => {}
+                _ if input.is_empty() => break,
+                _ => {}
+            }
+        }
+    }
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
 fn is_database_not_found(answer: &Answer) -> bool {
     matches!(answer, Answer::Status(404, text) if text.contains("database not found"))
 }
@@ -300,7 +332,7 @@ impl Transport for HttpTransport {
                 }
             }
         }
-        self.build_body(records).map_err(|e| SendError::Retry(format!("compressing: {e}")))?;
+        self.build_body(records).map_err(|e| SendError::Retry(format!("compressing the body: {e}")))?;
         let answer = self.write();
         if is_database_not_found(&answer) {
             if self.query_url.is_none() {
@@ -350,6 +382,22 @@ mod tests {
         assert_eq!(encode_query_value("a-b_c.d~"), "a-b_c.d~");
         assert_eq!(quote_ident("stats"), "\"stats\"");
         assert_eq!(quote_ident(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn gzip_members_decode() {
+        use std::io::Read;
+        let mut c = Compress::new(Compression::fast(), false);
+        let big = "load,host=h one=1 1700000000\n".repeat(5000);
+        for records in [vec![&b"a b=1i 1\n"[..], b"c d=2 2\n"], vec![], vec![big.as_bytes(), b"x y=1 3\n"]] {
+            for _ in 0..2 {
+                let mut out = Vec::new();
+                gzip(&mut c, &records, &mut out).unwrap();
+                let mut text = Vec::new();
+                flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut text).unwrap();
+                assert_eq!(text, records.concat());
+            }
+        }
     }
 
     #[test]

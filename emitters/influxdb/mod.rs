@@ -316,6 +316,10 @@ pub struct InfluxDb {
     outbox: Outbox,
     transport: HttpTransport,
     naming: Naming,
+    /// Listed as `influxdb08_emitter`.
+    alias_08: bool,
+    /// Whether [`InfluxDb::on_start`] ran.
+    started: bool,
 }
 
 impl InfluxDb {
@@ -324,15 +328,28 @@ impl InfluxDb {
     pub fn from_conf(conf: &PluginConf) -> Result<InfluxDb, BuildError> {
         let s = Settings::from_conf(conf)?;
         let transport = HttpTransport::new(&conf.name, &s.target);
-        if conf.name == ALIAS_08 && !WARNED_08.swap(true, Ordering::Relaxed) {
+        let outbox = Outbox::new(&conf.name, &s.outbox)?;
+        Ok(InfluxDb { outbox, transport, naming: s.naming, alias_08: conf.name == ALIAS_08, started: false })
+    }
+
+    /// Lines about the start, logged from the emitter's thread when it first runs: `build`
+    /// runs before badger has set up logging.
+    fn on_start(&mut self) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
+        if self.alias_08 && !WARNED_08.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "emitter \"{ALIAS_08}\": InfluxDB 0.8's JSON API is gone; writing line protocol to the InfluxDB 1.x API instead ({})",
-                transport.write_url()
+                self.transport.write_url()
             );
         }
-        let outbox = Outbox::new(&conf.name, &s.outbox)?;
-        log::debug!("emitter \"{}\": writing to {} ({:?} names)", conf.name, transport.write_url(), s.naming);
-        Ok(InfluxDb { outbox, transport, naming: s.naming })
+        log::debug!(
+            "emitter \"{}\": writing to {} ({:?} names)",
+            self.outbox.name(),
+            self.transport.write_url(),
+            self.naming
+        );
     }
 
     /// The outbox's counters (sent, dropped, rejected, queued …).
@@ -348,6 +365,7 @@ impl InfluxDb {
 
 impl Emitter for InfluxDb {
     fn emit(&mut self, batch: &Batch<'_>) -> Result<(), EmitError> {
+        self.on_start();
         for p in batch.payloads() {
             let mut record = String::with_capacity(4096);
             let points = line::encode_payload(&mut record, &p, self.naming);
@@ -361,10 +379,12 @@ impl Emitter for InfluxDb {
     }
 
     fn idle(&mut self) {
+        self.on_start();
         self.outbox.pump(&mut self.transport);
     }
 
     fn flush(&mut self, deadline: Instant) -> Result<(), EmitError> {
+        self.on_start();
         self.transport.set_deadline(Some(deadline));
         self.outbox.close(&mut self.transport, deadline);
         self.transport.set_deadline(None);
