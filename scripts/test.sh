@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Tests that need a real server (InfluxDB, …) fail instead of skipping when it is missing.
+export BADGER_REQUIRE_SERVERS=1
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests use (real servers and tools, started by the tests themselves).
-APT_PACKAGES=(procps)
+APT_PACKAGES=(procps influxdb influxdb-client)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
