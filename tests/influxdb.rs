@@ -517,16 +517,16 @@ fn outage_every_timestamp_arrives_once_and_memory_stays_bounded() {
     wait_delivered(&server, "outage", || b.stamps(), Duration::from_secs(15));
     let (hwm, rss) = b.memory();
     let (produced, err) = b.stop();
+    let during = produced.iter().filter(|&&t| t > down_at).count();
     eprintln!(
-        "outage: {} timestamps produced, {} during the outage; badger VmRSS before the outage {} KiB, VmRSS after {} KiB, VmHWM {} KiB (buffer_bytes {} KiB)",
+        "outage: {} timestamps produced, {during} during the outage; badger VmRSS before the outage {} KiB, VmRSS after {} KiB, VmHWM {} KiB (buffer_bytes {} KiB)",
         produced.len(),
-        produced.iter().filter(|&&t| t > down_at).count(),
         rss_before / 1024,
         rss / 1024,
         hwm / 1024,
         BUFFER / 1024
     );
-    assert!(produced.len() >= 25, "{produced:?}");
+    assert!(during >= 18, "{during} timestamps during the outage: {produced:?}");
     assert_exactly_once(&server, "outage", &produced);
     assert!(err.contains("send failed"), "{err}");
     assert!(!err.contains("dropped"), "{err}");
