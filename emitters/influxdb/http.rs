@@ -203,6 +203,10 @@ impl HttpTransport {
         match req.send(body) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
+                if (300..400).contains(&status) {
+                    let to = resp.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("?");
+                    return Answer::Status(status, format!("redirected to {to}: set url to the final address"));
+                }
                 let mut text = Vec::new();
                 // A failure here only shortens the error text.
                 let _ = resp.body_mut().as_reader().take(MAX_ERROR_TEXT).read_to_end(&mut text);

@@ -47,7 +47,7 @@
 //! | `org` | none | version 2: organization (required) |
 //! | `bucket` | the `database` value | version 2: bucket |
 //! | `gzip` | `true` | gzip request bodies |
-//! | `create_database` | `true` | version 1: create the database before the first write and when a write says it is missing |
+//! | `create_database` | `true` | version 1: create the database before the first write and when a write says it is missing (version 2: ignored; create the bucket in InfluxDB) |
 //! | `naming` | `"badger"` | `"badger"`: badger's measurement, field and tag names; `"telegraf"`: those of Telegraf's inputs (table below) |
 //! | `buffer_bytes` | `"32MiB"` | bytes of records kept in memory at most (at least 1KiB) |
 //! | `when_full` | `"drop_oldest"` | when the buffer or the spool is full: `"drop_oldest"` drops the oldest records, `"drop_newest"` refuses new ones; drops are counted and logged |
@@ -234,9 +234,6 @@ impl Settings {
                 if c.retention_policy.as_deref().is_some_and(|r| !r.is_empty()) {
                     return Err(conf.error("retention_policy", "is a version 1 setting; version 2 writes to a bucket"));
                 }
-                if c.create_database.is_some() {
-                    return Err(conf.error("create_database", "is a version 1 setting; create the bucket in InfluxDB"));
-                }
                 let org = match c.org {
                     Some(o) if !o.is_empty() => o,
                     _ => {
@@ -316,6 +313,8 @@ pub struct InfluxDb {
     outbox: Outbox,
     transport: HttpTransport,
     naming: Naming,
+    /// Where a payload is encoded before it is copied into the outbox.
+    scratch: String,
     /// Listed as `influxdb08_emitter`.
     alias_08: bool,
     /// Whether [`InfluxDb::on_start`] ran.
@@ -329,7 +328,14 @@ impl InfluxDb {
         let s = Settings::from_conf(conf)?;
         let transport = HttpTransport::new(&conf.name, &s.target);
         let outbox = Outbox::new(&conf.name, &s.outbox)?;
-        Ok(InfluxDb { outbox, transport, naming: s.naming, alias_08: conf.name == ALIAS_08, started: false })
+        Ok(InfluxDb {
+            outbox,
+            transport,
+            naming: s.naming,
+            scratch: String::new(),
+            alias_08: conf.name == ALIAS_08,
+            started: false,
+        })
     }
 
     /// Lines about the start, logged from the emitter's thread when it first runs: `build`
@@ -367,10 +373,12 @@ impl Emitter for InfluxDb {
     fn emit(&mut self, batch: &Batch<'_>) -> Result<(), EmitError> {
         self.on_start();
         for p in batch.payloads() {
-            let mut record = String::with_capacity(4096);
-            let points = line::encode_payload(&mut record, &p, self.naming);
+            self.scratch.clear();
+            let points = line::encode_payload(&mut self.scratch, &p, self.naming);
             if points > 0 {
-                self.outbox.push(record.into_bytes(), points);
+                // An exact-size copy: the outbox counts a record's length against
+                // buffer_bytes, so it must not carry spare capacity.
+                self.outbox.push(self.scratch.as_bytes().to_vec(), points);
             }
         }
         // Failures are the outbox's to log (rate-limited) and retry.
@@ -519,7 +527,9 @@ mod tests {
         assert_eq!(s.target.timeout, Duration::from_secs(2));
         assert_eq!(s.naming, Naming::Telegraf);
         assert_eq!(s.outbox.buffer_bytes, 1 << 20);
-        let s = settings(r#"{"version": 2, "org": "o", "token": "t", "timeout": 1.5}"#).unwrap();
+        // The shipped file with only the version changed still loads (create_database is ignored).
+        let s =
+            settings(r#"{"version": 2, "org": "o", "token": "t", "timeout": 1.5, "create_database": true}"#).unwrap();
         let Api::V2 { org, bucket, token } = &s.target.api else { panic!("v2") };
         assert_eq!((org.as_str(), bucket.as_str(), token.as_deref()), ("o", "badger", Some("t")));
         assert_eq!(s.target.timeout, Duration::from_millis(1500));
