@@ -70,7 +70,7 @@ pub fn encode_payload(out: &mut String, p: &PayloadView<'_>, naming: Naming) -> 
     for line in &lines {
         tags.clear();
         tags.extend(meta_tags.iter().copied().filter(|(_, v)| !v.is_empty()));
-        tags.extend(line.point_tags.iter().map(|(k, v)| (line.tag_map.key(k), v.as_str())));
+        tags.extend(line.point_tags.iter().map(|(k, v)| (line.tag_map.key(k), line.tag_map.value(k, v))));
         tags.extend(line.tag_map.add);
         written += write_line(out, line.measurement, &mut tags, &line.fields, p.timestamp());
     }
@@ -329,7 +329,7 @@ mod tests {
             Point::device("disk", "io", "", "device", "sda", Value::Int(1)),
             Point::device("disk", "read_sectors", "", "device", "sda", Value::Float(1.0)),
             Point::device("fs", "used_percent", "percent", "path", "/", Value::Float(42.5))
-                .with_tag("device", "vda1")
+                .with_tag("device", "/dev/vda1")
                 .with_tag("fstype", "ext4"),
             Point::device("net", "rx_bytes", "B", "interface", "eth0", Value::Float(100.0)),
             Point::device("net", "tx_errs", "", "interface", "eth0", Value::Float(0.0)),

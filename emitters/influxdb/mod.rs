@@ -1,5 +1,7 @@
-//! `influxdb`: every payload as InfluxDB line protocol over HTTP(S), buffered, retried and
-//! optionally spooled to disk by the [outbox](super::outbox).
+//! `influxdb`: InfluxDB line protocol over HTTP(S), to InfluxDB 1.x or 2.x.
+//!
+//! Every payload is sent, buffered, retried and optionally spooled to disk by the
+//! [outbox](super::outbox).
 //!
 //! Version 1 writes `POST <url>/write?db=<database>[&rp=<retention_policy>]&precision=s`
 //! with the user and password as HTTP basic auth; version 2 writes
@@ -74,7 +76,7 @@
 //! | `cpu.ctxt_per_sec` | `kernel.context_switches` | **rate**; Telegraf's is a counter since boot |
 //! | `cpu.cores` | `system.n_cpus` | yes |
 //! | `load.one`, `load.five`, `load.fifteen` | `system.load1`, `system.load5`, `system.load15` | yes |
-//! | `system.uptime` | `system.uptime` | yes (seconds) |
+//! | `system.uptime` | `system.uptime` | yes (seconds; a float, where Telegraf's is an integer) |
 //! | `system.boot_time` | `kernel.boot_time` | yes (epoch seconds) |
 //! | `mem.memtotal`, `memfree`, `memavailable`, `buffers`, `cached`, `swapcached`, `swaptotal`, `swapfree`, `active`, `inactive`, `active_anon`, `inactive_anon`, `active_file`, `inactive_file`, `unevictable`, `dirty`, `writeback`, `writebacktmp`, `mapped`, `shmem`, `slab`, `sreclaimable`, `sunreclaim`, `pagetables`, `commitlimit`, `committed_as`, `vmalloctotal`, `vmallocused`, `vmallocchunk`, `hugepages_total`, `hugepages_free`, `hugepagesize`, `hightotal`, `highfree`, `lowtotal`, `lowfree` | `mem.total`, `free`, `available`, `buffered`, `cached`, `swap_cached`, `swap_total`, `swap_free`, `active`, `inactive`, `active_anon`, `inactive_anon`, `active_file`, `inactive_file`, `unevictable`, `dirty`, `write_back`, `write_back_tmp`, `mapped`, `shared`, `slab`, `sreclaimable`, `sunreclaim`, `page_tables`, `commit_limit`, `committed_as`, `vmalloc_total`, `vmalloc_used`, `vmalloc_chunk`, `huge_pages_total`, `huge_pages_free`, `huge_page_size`, `high_total`, `high_free`, `low_total`, `low_free` | yes (bytes; huge page counts are counts) |
 //! | `mem.used`, `mem.used_percent` | `mem.used`, `mem.used_percent` | as badger's memory module computes them |
@@ -82,7 +84,7 @@
 //! | `disk.reads`, `writes`, `reads_merged`, `writes_merged`, `read_time`, `write_time`, `io_time`, `io_weighted_time` `.<d>` | `diskio.reads`, `writes`, `merged_reads`, `merged_writes`, `read_time`, `write_time`, `io_time`, `weighted_io_time` (`name=<d>`) | **rates** (per second; the times in ms per second); Telegraf's are counters since boot |
 //! | `disk.read_thruput`, `disk.write_thruput` `.<d>` | `diskio.read_bytes`, `diskio.write_bytes` (`name=<d>`) | **rates** (bytes/s); Telegraf's are counters |
 //! | `disk.io.<d>` | `diskio.iops_in_progress` (`name=<d>`) | yes (in flight now) |
-//! | `fs.total`, `used`, `free`, `used_percent`, `inodes_total`, `inodes_used`, `inodes_free`, `inodes_used_percent` `.<mount>` | `disk.` the same fields (`path`, `device`, `fstype`) | yes |
+//! | `fs.total`, `used`, `free`, `used_percent`, `inodes_total`, `inodes_used`, `inodes_free`, `inodes_used_percent` `.<mount>` | `disk.` the same fields (`path`, `device` without `/dev/`, `fstype`) | yes |
 //! | `net.rx_bytes`, `tx_bytes`, `rx_packets`, `tx_packets`, `rx_errs`, `tx_errs`, `rx_drop`, `tx_drop` `.<i>` | `net.bytes_recv`, `bytes_sent`, `packets_recv`, `packets_sent`, `err_in`, `err_out`, `drop_in`, `drop_out` (`interface=<i>`) | **rates**; Telegraf's are counters |
 //! | `proc.mem_resident.<n>`, `proc.thread_count.<n>` | `procstat.memory_rss`, `procstat.num_threads` (`process_name=<n>`) | yes |
 //! | `proc.voluntary_ctxt_per_sec.<n>`, `proc.nonvoluntary_ctxt_per_sec.<n>` | `procstat.voluntary_context_switches`, `procstat.involuntary_context_switches` (`process_name=<n>`) | **rates**; Telegraf's are counters |

@@ -17,16 +17,27 @@ pub struct TagMap {
     pub rename: Option<(&'static str, &'static str)>,
     /// A tag added to the point's own (`cpu=cpu-total` on machine-wide cpu stats).
     pub add: Option<(&'static str, &'static str)>,
+    /// `(key, prefix)`: the prefix is cut from the value of the point's tag `key`
+    /// (`device=/dev/sda1` is written `device=sda1`, as Telegraf's `disk` input does).
+    pub strip: Option<(&'static str, &'static str)>,
 }
 
 impl TagMap {
-    pub const NONE: TagMap = TagMap { rename: None, add: None };
+    pub const NONE: TagMap = TagMap { rename: None, add: None, strip: None };
 
     /// The name a point tag key is written under.
     pub fn key<'a>(&self, key: &'a str) -> &'a str {
         match self.rename {
             Some((from, to)) if from == key => to,
             _ => key,
+        }
+    }
+
+    /// The value a point tag is written with.
+    pub fn value<'a>(&self, key: &str, value: &'a str) -> &'a str {
+        match self.strip {
+            Some((k, prefix)) if k == key => value.strip_prefix(prefix).unwrap_or(value),
+            _ => value,
         }
     }
 }
@@ -62,9 +73,11 @@ pub fn map(p: &Point) -> Target<'_> {
                 "write_thruput" => "write_bytes",
                 _ => f,
             };
-            Target { measurement: "diskio", field, tags: TagMap { rename: Some(("device", "name")), add: None } }
+            Target { measurement: "diskio", field, tags: TagMap { rename: Some(("device", "name")), ..TagMap::NONE } }
         }
-        "fs" => keep("disk"),
+        "fs" => {
+            Target { measurement: "disk", field: f, tags: TagMap { strip: Some(("device", "/dev/")), ..TagMap::NONE } }
+        }
         "net" => {
             let field = match f {
                 "rx_bytes" => "bytes_recv",
@@ -89,7 +102,7 @@ pub fn map(p: &Point) -> Target<'_> {
             _ => keep("system"),
         },
         "proc" => {
-            let tags = TagMap { rename: Some(("process", "process_name")), add: None };
+            let tags = TagMap { rename: Some(("process", "process_name")), ..TagMap::NONE };
             let (measurement, field) = match f {
                 "count" => ("procstat_lookup", "pid_count"),
                 "mem_resident" => ("procstat", "memory_rss"),
@@ -129,7 +142,7 @@ fn cpu<'a>(p: &'a Point, f: &'a str) -> Target<'a> {
     };
     // Telegraf's cpu rows always carry `cpu`: a core (`cpu0`) or `cpu-total`.
     let add = if p.tags.iter().any(|(k, _)| k == "cpu") { None } else { Some(("cpu", "cpu-total")) };
-    Target { measurement: "cpu", field, tags: TagMap { rename: None, add } }
+    Target { measurement: "cpu", field, tags: TagMap { add, ..TagMap::NONE } }
 }
 
 /// `/proc/meminfo` keys (as the memory module names them) to Telegraf's `mem` fields.
