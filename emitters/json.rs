@@ -14,21 +14,22 @@ use crate::point::Value;
 /// Appends one payload; `pretty` = 4-space indent with `": "`, otherwise compact (no spaces).
 pub fn write_payload(out: &mut String, p: &PayloadView<'_>, pretty: bool) {
     let meta = p.meta();
-    let (nl, ind, colon) = if pretty { ("\n", "    ", ": ") } else { ("", "", ":") };
-    let key = |out: &mut String, depth: usize, k: &str| {
-        out.push_str(nl);
-        for _ in 0..depth {
-            out.push_str(ind);
-        }
-        write_str(out, k);
-        out.push_str(colon);
-    };
-    let close = |out: &mut String, depth: usize, c: char| {
-        out.push_str(nl);
-        for _ in 0..depth {
-            out.push_str(ind);
-        }
-        out.push(c);
+    // The layout is fixed, so the separators are constants: (opening of a top-level key,
+    // of a point, of a point's inner keys, and the closings).
+    let (top, colon, point_open, point_key, inner, inner_close, point_close, list_close, end) = if pretty {
+        (
+            "\n    ",
+            ": ",
+            "\n        {\n            ",
+            "",
+            "\n                ",
+            "\n            }",
+            "\n        }",
+            "\n    ]",
+            "\n}",
+        )
+    } else {
+        ("", ":", "{", "", "", "}", "}", "]", "}")
     };
     out.push('{');
     for (k, v) in [
@@ -38,11 +39,15 @@ pub fn write_payload(out: &mut String, p: &PayloadView<'_>, pretty: bool) {
         ("ipv4", &meta.ipv4),
         ("ipv6", &meta.ipv6),
     ] {
-        key(out, 1, k);
+        out.push_str(top);
+        write_str(out, k);
+        out.push_str(colon);
         write_str(out, v);
         out.push(',');
     }
-    key(out, 1, "points");
+    out.push_str(top);
+    out.push_str("\"points\"");
+    out.push_str(colon);
     out.push('[');
     let mut first = true;
     for point in p.points() {
@@ -50,33 +55,44 @@ pub fn write_payload(out: &mut String, p: &PayloadView<'_>, pretty: bool) {
             out.push(',');
         }
         first = false;
-        out.push_str(nl);
-        out.push_str(if pretty { "        {" } else { "{" });
-        key(out, 3, &point.name);
+        out.push_str(point_open);
+        out.push_str(point_key);
+        write_str(out, &point.name);
+        out.push_str(colon);
         out.push('{');
-        key(out, 4, "units");
+        out.push_str(inner);
+        out.push_str("\"units\"");
+        out.push_str(colon);
         write_str(out, &point.units);
         out.push(',');
-        key(out, 4, "value");
+        out.push_str(inner);
+        out.push_str("\"value\"");
+        out.push_str(colon);
         write_value(out, point.value);
-        close(out, 3, '}');
-        close(out, 2, '}');
+        out.push_str(inner_close);
+        out.push_str(point_close);
     }
     if first {
         out.push(']');
     } else {
-        close(out, 1, ']');
+        out.push_str(list_close);
     }
     out.push(',');
-    key(out, 1, "region");
+    out.push_str(top);
+    out.push_str("\"region\"");
+    out.push_str(colon);
     write_str(out, &meta.region);
     out.push(',');
-    key(out, 1, "timestamp");
+    out.push_str(top);
+    out.push_str("\"timestamp\"");
+    out.push_str(colon);
     let _ = write!(out, "{}", p.timestamp());
     out.push(',');
-    key(out, 1, "zone");
+    out.push_str(top);
+    out.push_str("\"zone\"");
+    out.push_str(colon);
     write_str(out, &meta.zone);
-    close(out, 0, '}');
+    out.push_str(end);
 }
 
 pub fn write_value(out: &mut String, v: Value) {
@@ -95,11 +111,17 @@ pub fn write_float(out: &mut String, f: f64) {
         out.push_str("null");
         return;
     }
-    let sci = format!("{:e}", f.abs());
-    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    // Shortest round-trip digits from `{:e}`, formatted on the stack (no allocation).
+    let mut sci = StackBuf::default();
+    let _ = write!(sci, "{:e}", f.abs());
+    let sci = sci.as_str();
+    let (mant, exp) = sci.split_once('e').unwrap_or((sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(char::is_ascii_digit).collect();
-    let digits = digits.trim_end_matches('0');
+    let mut digits_buf = StackBuf::default();
+    for c in mant.chars().filter(char::is_ascii_digit) {
+        let _ = digits_buf.write_char(c);
+    }
+    let digits = digits_buf.as_str().trim_end_matches('0');
     if f.is_sign_negative() {
         out.push('-');
     }
@@ -138,9 +160,40 @@ pub fn write_float(out: &mut String, f: f64) {
     }
 }
 
+/// A small text buffer on the stack (a float's digits never exceed 32 bytes).
+#[derive(Default)]
+struct StackBuf {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl StackBuf {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// A JSON string with Python's `ensure_ascii` escaping.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
+    // Fast path: printable ASCII without quotes or backslashes is copied as it is.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -3,11 +3,21 @@
 
 use crate::plugin::EmitterSpec;
 
+pub mod graphite;
 pub mod influxdb;
 pub mod json;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod outbox;
 pub mod stdout;
 pub mod stdout_pretty;
 
 /// Every built-in emitter.
-pub static REGISTRY: &[&EmitterSpec] = &[&stdout::SPEC, &stdout_pretty::SPEC, &influxdb::SPEC];
+pub static REGISTRY: &[&EmitterSpec] = &[
+    &stdout::SPEC,
+    &stdout_pretty::SPEC,
+    &influxdb::SPEC,
+    &graphite::SPEC,
+    #[cfg(feature = "kafka")]
+    &kafka::SPEC,
+];

@@ -3,7 +3,14 @@
 
 use crate::plugin::ModuleSpec;
 
+pub mod cpu;
+pub mod disk;
 pub mod load;
+pub mod memory;
+pub mod network;
+pub mod process_stats;
+pub mod system;
 
 /// Every built-in module, in the order `--check` lists them.
-pub static REGISTRY: &[&ModuleSpec] = &[&load::SPEC];
+pub static REGISTRY: &[&ModuleSpec] =
+    &[&cpu::SPEC, &load::SPEC, &disk::SPEC, &network::SPEC, &memory::SPEC, &system::SPEC, &process_stats::SPEC];

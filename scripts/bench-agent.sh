@@ -53,12 +53,27 @@ procstat() {
         'BEGIN{printf "%-9s cpu_s=%.2f utime_s=%.2f stime_s=%.2f peak_rss_kb=%d rss_kb=%d\n", l, (u+s)/t, u/t, s/t, h, r}'
 }
 
+# usage: oncpu PID -> nanoseconds on CPU of its live threads (schedstat: exact, unlike CLK_TCK)
+oncpu() {
+    local t sum=0
+    for t in /proc/"$1"/task/*; do sum=$((sum + $(cut -d' ' -f1 "$t/schedstat"))); done
+    echo "$sum"
+}
+
 ./target/release/badger -f "$CONFIG" >/dev/null 2>"$WORK/badger.log" &
 BP=$!
 collectd -f -C "$WORK/collectd.conf" >"$WORK/collectd.log" 2>&1 &
 CP=$!
-sleep "$DURATION"
-echo "after ${DURATION}s (CLK_TCK=$(getconf CLK_TCK), so CPU time resolves to 10 ms):"
+WARM=5
+sleep "$WARM"
+B0=$(oncpu $BP); C0=$(oncpu $CP)
+sleep "$((DURATION - WARM))"
+B1=$(oncpu $BP); C1=$(oncpu $CP)
+echo "after ${DURATION}s (CLK_TCK=$(getconf CLK_TCK), so these CPU times resolve to 10 ms):"
 procstat $BP badger
 procstat $CP collectd
+STEADY=$((DURATION - WARM))
+awk -v b=$((B1 - B0)) -v c=$((C1 - C0)) -v s=$STEADY 'BEGIN {
+    printf "steady state over %ds (schedstat, ns precision): badger %.0f us/s, collectd %.0f us/s, ratio %.2f\n",
+        s, b / s / 1000, c / s / 1000, (c > 0 ? b / c : 0) }'
 echo "badger binary: $(stat -c %s target/release/badger) bytes"

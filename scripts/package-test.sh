@@ -33,7 +33,9 @@ echo "packages: $DEB ($(stat -c %s "$DEB") bytes), $RPM ($(stat -c %s "$RPM") by
 fail() { echo "package test FAILED: $*" >&2; exit 1; }
 
 echo "==> .deb: install, run as badger, files, purge"
-dpkg-deb -I "$DEB" | grep -q "Package: badger" || fail "deb metadata"
+# (outputs go to files first: `cmd | grep -q` fails under pipefail when grep exits early)
+dpkg-deb -I "$DEB" > target/deb-info.txt
+grep -q "Package: badger" target/deb-info.txt || fail "deb metadata"
 $SUDO dpkg -i "$DEB"
 for f in /usr/bin/badger /etc/badger/config.json /etc/badger/conf.d/cpu.conf /etc/badger/conf.d/stdout.conf \
          /usr/share/man/man1/badger.1.gz /usr/share/bash-completion/completions/badger \
@@ -44,7 +46,10 @@ for f in /usr/bin/badger /etc/badger/config.json /etc/badger/conf.d/cpu.conf /et
 done
 getent passwd badger >/dev/null || fail "no badger user"
 [ "$(stat -c %U /var/lib/badger)" = badger ] || fail "/var/lib/badger not owned by badger"
-dpkg-query -W -f='${Conffiles}\n' badger | grep -q /etc/badger/config.json || fail "config.json is not a conffile"
+dpkg-query -W -f='${Conffiles}\n' badger > target/deb-conffiles.txt
+for f in /etc/badger/config.json $(cd conf.d && ls *.conf | sed 's|^|/etc/badger/conf.d/|'); do
+    grep -q " $f " target/deb-conffiles.txt || fail "$f is not a conffile"
+done
 $SUDO runuser -u badger -- /usr/bin/badger --check -f /etc/badger/config.json
 $SUDO runuser -u badger -- /usr/bin/badger --test -f /etc/badger/config.json > target/package-test.json
 grep -q '"cpu.user"' target/package-test.json || fail "--test as badger printed no cpu stats"
@@ -54,13 +59,15 @@ $SUDO dpkg -P badger
 [ ! -e /etc/badger/config.json ] || fail "/etc/badger/config.json left after purge"
 
 echo "==> .rpm: metadata, file list, scratch-root install"
-rpm -qip "$RPM" | grep -q "^Name *: badger" || fail "rpm metadata"
+rpm -qip "$RPM" > target/rpm-info.txt
+grep -q "^Name *: badger" target/rpm-info.txt || fail "rpm metadata"
 rpm -qlp "$RPM" > target/rpm-files.txt
 for f in /usr/bin/badger /etc/badger/config.json /etc/badger/conf.d/cpu.conf /usr/lib/systemd/system/badger.service \
          /usr/share/man/man1/badger.1.gz /usr/lib/badger/modules/README; do
     grep -qx "$f" target/rpm-files.txt || fail "rpm lacks $f"
 done
-rpm -qp --configfiles "$RPM" | grep -qx /etc/badger/config.json || fail "rpm config.json is not %config"
+rpm -qp --configfiles "$RPM" > target/rpm-configfiles.txt
+grep -qx /etc/badger/config.json target/rpm-configfiles.txt || fail "rpm config.json is not %config"
 ROOT=$(mktemp -d)
 rpm --root "$ROOT" --initdb
 rpm -i --nodeps --noscripts --root "$ROOT" "$RPM"

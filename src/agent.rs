@@ -13,11 +13,11 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::config::{Config, PluginEntry, Registries};
 use crate::matcher::Matcher;
@@ -131,8 +131,83 @@ pub fn default_emitter(spec: &EmitterSpec, meta: &HostMeta) -> Result<(PluginEnt
     Ok((entry, e))
 }
 
-struct Job {
+/// A one-job handoff to a module's thread. A Mutex and a Condvar park the thread at once;
+/// a channel's blocking receive spins and yields first, which costs more CPU than the
+/// job itself for a thread that wakes once a second.
+struct JobSlot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+enum SlotState {
+    Idle,
+    Job(u64),
+    Closed,
+}
+
+impl JobSlot {
+    fn new() -> JobSlot {
+        JobSlot { state: Mutex::new(SlotState::Idle), cv: Condvar::new() }
+    }
+
+    fn offer(&self, tick: u64) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*s, SlotState::Idle) {
+            *s = SlotState::Job(tick);
+            self.cv.notify_one();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Waits for the next job; `None` once closed.
+    fn take(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match std::mem::replace(&mut *s, SlotState::Idle) {
+                SlotState::Job(t) => return Some(t),
+                SlotState::Closed => {
+                    *s = SlotState::Closed;
+                    return None;
+                }
+                SlotState::Idle => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    fn close(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = SlotState::Closed;
+        self.cv.notify_one();
+    }
+}
+
+/// Where module threads leave their results; the scheduler is woken once, when the last
+/// expected result of its tick is in.
+struct ResultBox {
+    state: Mutex<Results>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Results {
     tick: u64,
+    expected: usize,
+    arrived: usize,
+    list: Vec<ModuleResult>,
+}
+
+impl ResultBox {
+    fn put(&self, r: ModuleResult) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if r.tick == s.tick {
+            s.arrived += 1;
+            if s.arrived >= s.expected {
+                self.cv.notify_one();
+            }
+        }
+        s.list.push(r);
+    }
 }
 
 struct ModuleResult {
@@ -149,13 +224,20 @@ struct ModuleWorker {
     fingerprint: String,
     interval: u64,
     timeout: Duration,
-    jobs: Sender<Job>,
+    jobs: Arc<JobSlot>,
     busy: Arc<AtomicBool>,
     stats: Arc<ModuleStats>,
     collected: bool,
     /// The tick it was asked about and has not answered, once its timeout passed.
     stuck_since: Option<Instant>,
     pending: Option<u64>,
+}
+
+impl Drop for ModuleWorker {
+    fn drop(&mut self) {
+        // Ends the thread after its current job (a hung one stays parked in its module).
+        self.jobs.close();
+    }
 }
 
 impl ModuleWorker {
@@ -207,8 +289,7 @@ pub struct Agent {
     emitters: Vec<EmitterWorker>,
     /// Emitters no longer configured, still writing what they held: (name, done).
     retired: Vec<(String, Receiver<()>)>,
-    results_tx: Sender<ModuleResult>,
-    results_rx: Receiver<ModuleResult>,
+    results: Arc<ResultBox>,
     next_id: u64,
     queue_size: usize,
     module_timeout: Duration,
@@ -221,14 +302,12 @@ pub struct Agent {
 impl Agent {
     /// Starts the workers of a plan (every plugin must be `Built` or `Skipped`).
     pub fn start(plan: Plan) -> Agent {
-        let (results_tx, results_rx) = unbounded();
         let mut agent = Agent {
             meta: Arc::new(plan.meta.clone()),
             modules: Vec::new(),
             emitters: Vec::new(),
             retired: Vec::new(),
-            results_tx,
-            results_rx,
+            results: Arc::new(ResultBox { state: Mutex::default(), cv: Condvar::new() }),
             next_id: 0,
             queue_size: plan.config.core.queue_size,
             module_timeout: plan.config.core.module_timeout,
@@ -326,16 +405,17 @@ impl Agent {
     ) -> ModuleWorker {
         self.next_id += 1;
         let id = self.next_id;
-        let (jobs, job_rx) = bounded::<Job>(1);
+        let jobs = Arc::new(JobSlot::new());
+        let job_slot = jobs.clone();
         let busy = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ModuleStats::default());
-        let results = self.results_tx.clone();
+        let results = self.results.clone();
         let blacklist = entry.blacklist.clone();
         let name = entry.name.clone();
         let (b, s) = (busy.clone(), stats.clone());
         let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
             let mut capacity = 16;
-            while let Ok(job) = job_rx.recv() {
+            while let Some(tick) = job_slot.take() {
                 let start = Instant::now();
                 let mut points = Vec::with_capacity(capacity);
                 let error = match catch_unwind(AssertUnwindSafe(|| module.collect(start, &mut points))) {
@@ -351,9 +431,7 @@ impl Agent {
                 s.runs.fetch_add(1, Ordering::Relaxed);
                 s.last_micros.store(took.as_micros() as u64, Ordering::Relaxed);
                 b.store(false, Ordering::Release);
-                if results.send(ModuleResult { worker: id, tick: job.tick, points, error, took }).is_err() {
-                    break;
-                }
+                results.put(ModuleResult { worker: id, tick, points, error, took });
             }
         });
         if let Err(e) = spawned {
@@ -409,6 +487,12 @@ impl Agent {
         self.tick_stats.ticks.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let mut wait_until = started;
+        {
+            let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
+            r.tick = tick;
+            r.arrived = 0;
+            r.expected = usize::MAX;
+        }
         let mut expected = 0usize;
         for w in &mut self.modules {
             if !force && !w.due(timestamp) {
@@ -419,7 +503,7 @@ impl Agent {
                 continue;
             }
             w.busy.store(true, Ordering::Release);
-            if w.jobs.try_send(Job { tick }).is_err() {
+            if !w.jobs.offer(tick) {
                 w.busy.store(false, Ordering::Release);
                 continue;
             }
@@ -427,50 +511,59 @@ impl Agent {
             expected += 1;
             wait_until = wait_until.max(started + w.timeout);
         }
+        let arrived = {
+            let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
+            r.expected = expected;
+            while r.arrived < r.expected {
+                let now = Instant::now();
+                if now >= wait_until {
+                    break;
+                }
+                r = self
+                    .results
+                    .cv
+                    .wait_timeout(r, wait_until - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            std::mem::take(&mut r.list)
+        };
         let mut per_module: Vec<Vec<Point>> = Vec::new();
         per_module.resize_with(self.modules.len(), Vec::new);
-        while expected > 0 {
-            match self.results_rx.recv_deadline(wait_until) {
-                Ok(r) => {
-                    let Some(idx) = self.modules.iter().position(|w| w.id == r.worker) else { continue };
-                    let w = &mut self.modules[idx];
-                    let current = r.tick == tick && w.pending == Some(tick);
-                    if let Some(since) = w.stuck_since.take() {
-                        log::info!(
-                            "module \"{}\" answered again after {:.1}s; its late points were dropped",
-                            w.name,
-                            since.elapsed().as_secs_f64() + w.timeout.as_secs_f64()
-                        );
-                    }
-                    if !current {
-                        continue;
-                    }
-                    expected -= 1;
-                    w.pending = None;
-                    w.collected = true;
-                    if let Some(e) = r.error {
-                        w.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        log::warn!("module \"{}\": {e}", w.name);
-                    }
-                    log::trace!("module \"{}\": {} points in {:?}", w.name, r.points.len(), r.took);
-                    w.stats.points.fetch_add(r.points.len() as u64, Ordering::Relaxed);
-                    per_module[idx] = r.points;
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    for w in &mut self.modules {
-                        if w.pending.take() == Some(tick) {
-                            w.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                            if w.stuck_since.is_none() {
-                                w.stuck_since = Some(Instant::now());
-                                log::warn!(
-                                    "module \"{}\" did not answer within {:?}; the tick went out without it, and it is skipped until it answers",
-                                    w.name,
-                                    w.timeout
-                                );
-                            }
-                        }
-                    }
-                    break;
+        for r in arrived {
+            let Some(idx) = self.modules.iter().position(|w| w.id == r.worker) else { continue };
+            let w = &mut self.modules[idx];
+            let current = r.tick == tick && w.pending == Some(tick);
+            if let Some(since) = w.stuck_since.take() {
+                log::info!(
+                    "module \"{}\" answered again after {:.1}s; its late points were dropped",
+                    w.name,
+                    since.elapsed().as_secs_f64() + w.timeout.as_secs_f64()
+                );
+            }
+            if !current {
+                continue;
+            }
+            w.pending = None;
+            w.collected = true;
+            if let Some(e) = r.error {
+                w.stats.errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("module \"{}\": {e}", w.name);
+            }
+            log::trace!("module \"{}\": {} points in {:?}", w.name, r.points.len(), r.took);
+            w.stats.points.fetch_add(r.points.len() as u64, Ordering::Relaxed);
+            per_module[idx] = r.points;
+        }
+        for w in &mut self.modules {
+            if w.pending.take() == Some(tick) {
+                w.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                if w.stuck_since.is_none() {
+                    w.stuck_since = Some(Instant::now());
+                    log::warn!(
+                        "module \"{}\" did not answer within {:?}; the tick went out without it, and it is skipped until it answers",
+                        w.name,
+                        w.timeout
+                    );
                 }
             }
         }

@@ -5,6 +5,8 @@
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
+#[cfg(test)]
+pub mod fixture;
 pub mod matcher;
 pub mod plugin;
 pub mod point;

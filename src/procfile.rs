@@ -1,21 +1,32 @@
 //! Reading small kernel files (procfs, sysfs) into a buffer that is reused every tick.
+//!
+//! On a real procfs or sysfs the file stays open and is re-read from offset 0 with `pread`
+//! (the kernel regenerates it), which saves the path walk of an `open` and a `close` on every
+//! tick. Anywhere else (fixture trees in tests, whose files are replaced between reads) it
+//! is opened afresh each time.
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::plugin::CollectError;
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const SYSFS_MAGIC: i64 = 0x6265_6572;
 
 /// One kernel file, read whole on every call into the same buffer.
 #[derive(Debug)]
 pub struct ProcFile {
     path: PathBuf,
     buf: String,
+    bytes: Vec<u8>,
+    open: Option<File>,
 }
 
 impl ProcFile {
     pub fn new(path: PathBuf) -> ProcFile {
-        ProcFile { path, buf: String::with_capacity(4096) }
+        ProcFile { path, buf: String::new(), bytes: Vec::with_capacity(4096), open: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -24,11 +35,40 @@ impl ProcFile {
 
     /// Reads the whole file; the text is valid until the next call.
     pub fn read(&mut self) -> Result<&str, CollectError> {
+        self.bytes.clear();
+        let kept = match &self.open {
+            Some(f) => read_all_at(f, &mut self.bytes).is_ok(),
+            None => false,
+        };
+        if !kept {
+            self.open = None;
+            self.bytes.clear();
+            let mut f = File::open(&self.path).map_err(|e| CollectError::io(&self.path, e))?;
+            f.read_to_end(&mut self.bytes).map_err(|e| CollectError::io(&self.path, e))?;
+            if is_kernel_fs(&f) {
+                self.open = Some(f);
+            }
+        }
         self.buf.clear();
-        File::open(&self.path)
-            .and_then(|mut f| f.read_to_string(&mut self.buf))
-            .map_err(|e| CollectError::io(&self.path, e))?;
+        match std::str::from_utf8(&self.bytes) {
+            Ok(s) => self.buf.push_str(s),
+            Err(_) => self.buf.push_str(&String::from_utf8_lossy(&self.bytes)),
+        }
         Ok(&self.buf)
+    }
+
+    /// Whether the file may differ from the last read. Files that signal changes with
+    /// `POLLPRI` (`/proc/mounts`: the mount table changed) are asked without reading them;
+    /// for anything else, or a file not held open, the answer is always yes.
+    pub fn may_have_changed(&mut self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags};
+        let Some(f) = &self.open else { return true };
+        let mut fds = [PollFd::new(f, PollFlags::PRI)];
+        let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+        match poll(&mut fds, Some(&zero)) {
+            Ok(_) => fds[0].revents().intersects(PollFlags::PRI | PollFlags::ERR),
+            Err(_) => true,
+        }
     }
 
     /// Checks at build time that the file can be read, for a clear start-up error.
@@ -37,7 +77,64 @@ impl ProcFile {
     }
 }
 
+fn read_all_at(f: &File, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = f.read_at(&mut chunk, out.len() as u64)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn is_kernel_fs(f: &File) -> bool {
+    match rustix::fs::fstatfs(f) {
+        Ok(s) => {
+            // f_type is i64 here but narrower on some architectures.
+            #[allow(clippy::unnecessary_cast)]
+            let t = s.f_type as i64;
+            t == PROC_SUPER_MAGIC || t == SYSFS_MAGIC
+        }
+        Err(_) => false,
+    }
+}
+
 /// Reads a small file to a string (build-time reads, sysfs attributes).
 pub fn read_to_string(path: &Path) -> Result<String, CollectError> {
     std::fs::read_to_string(path).map_err(|e| CollectError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rereads_a_live_proc_file_in_place() {
+        let mut f = ProcFile::new(PathBuf::from("/proc/self/stat"));
+        let first = f.read().unwrap().to_string();
+        assert!(f.open.is_some(), "procfs files stay open");
+        let second = f.read().unwrap().to_string();
+        assert_eq!(first.split(' ').next(), second.split(' ').next());
+    }
+
+    #[test]
+    fn mounts_change_is_signalled_without_reading() {
+        let mut f = ProcFile::new(PathBuf::from("/proc/self/mounts"));
+        f.read().unwrap();
+        assert!(!f.may_have_changed(), "nothing was mounted since the read");
+    }
+
+    #[test]
+    fn reopens_ordinary_files_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("loadavg");
+        std::fs::write(&p, "1 2 3 1/2 3\n").unwrap();
+        let mut f = ProcFile::new(p.clone());
+        assert_eq!(f.read().unwrap(), "1 2 3 1/2 3\n");
+        assert!(f.open.is_none());
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, "4 5 6 1/2 3\n").unwrap();
+        assert_eq!(f.read().unwrap(), "4 5 6 1/2 3\n");
+    }
 }

@@ -71,11 +71,16 @@ fn config() -> TempConfig {
 #[test]
 fn sigterm_flushes_batched_payloads_and_exits_0() {
     let c = config();
-    // The emitter writes once a minute: everything it holds comes out at SIGTERM.
-    c.write("conf.d/stdout.conf", r#"{"interval": 60}"#);
+    // The emitter writes once an hour (on timestamps that are multiples of 3600): everything
+    // it holds comes out at SIGTERM. Keep the run away from an hour boundary.
+    c.write("conf.d/stdout.conf", r#"{"interval": 3600}"#);
+    let into_hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 3600;
+    if into_hour > 3590 {
+        std::thread::sleep(Duration::from_secs(3601 - into_hour));
+    }
     let (mut child, rx, err) = start(&c);
     std::thread::sleep(Duration::from_millis(3500));
-    assert!(rx.try_recv().is_err(), "nothing is written before the minute is up");
+    assert!(rx.try_recv().is_err(), "nothing is written before the hour is up");
     let t = Instant::now();
     signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);

@@ -1,0 +1,955 @@
+//! `disk`: block device I/O from `/proc/diskstats`, and filesystem usage of the mounts in
+//! `/proc/mounts` (statvfs, as `df` shows it).
+//!
+//! | stat | units | type | kind | meaning |
+//! |---|---|---|---|---|
+//! | `disk.reads.<d>` | | float | rate | reads completed per second |
+//! | `disk.reads_merged.<d>` | | float | rate | adjacent reads merged per second |
+//! | `disk.read_sectors.<d>` | | float | rate | 512-byte sectors read per second |
+//! | `disk.read_time.<d>` | ms | float | rate | milliseconds spent reading, per second |
+//! | `disk.writes.<d>` | | float | rate | writes completed per second |
+//! | `disk.writes_merged.<d>` | | float | rate | adjacent writes merged per second |
+//! | `disk.write_sectors.<d>` | | float | rate | 512-byte sectors written per second |
+//! | `disk.write_time.<d>` | ms | float | rate | milliseconds spent writing, per second |
+//! | `disk.io.<d>` | | int | gauge | I/Os in flight now |
+//! | `disk.io_time.<d>` | ms | float | rate | milliseconds the device was busy, per second |
+//! | `disk.io_weighted_time.<d>` | ms | float | rate | busy milliseconds × I/Os in flight, per second |
+//! | `disk.read_thruput.<d>` | B | float | rate | bytes read per second (`read_sectors` × 512) |
+//! | `disk.write_thruput.<d>` | B | float | rate | bytes written per second (`write_sectors` × 512) |
+//! | `fs.total.<mount>` | B | int | gauge | size of the filesystem (`f_blocks` × `f_frsize`) |
+//! | `fs.used.<mount>` | B | int | gauge | bytes in use (`f_blocks` − `f_bfree`) |
+//! | `fs.free.<mount>` | B | int | gauge | bytes available to unprivileged users (`f_bavail`) |
+//! | `fs.used_percent.<mount>` | percent | float | gauge | used / (used + free) × 100, as `df` |
+//! | `fs.inodes_total.<mount>` | | int | gauge | inodes (`f_files`) |
+//! | `fs.inodes_used.<mount>` | | int | gauge | inodes in use (`f_files` − `f_ffree`) |
+//! | `fs.inodes_free.<mount>` | | int | gauge | free inodes (`f_ffree`) |
+//! | `fs.inodes_used_percent.<mount>` | percent | float | gauge | inodes_used / inodes_total × 100 |
+//!
+//! `disk.*` points carry the tag `device`; `fs.*` points carry `path` (the mount point),
+//! `device` (the mount source) and `fstype`. Devices come in `/proc/diskstats` order and mounts
+//! in `/proc/mounts` order; a mount point listed twice is reported once, as its last
+//! (uppermost) mount. Rates are absent on the first collection of a device and when a counter
+//! went backwards; `disk.io` is present from the first. `fs.used_percent` is absent when
+//! used + free is 0, `fs.inodes_used_percent` when the filesystem has no inodes (btrfs).
+//! A mount whose statvfs fails is skipped for that collection.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `disks_to_check` | all whole disks | devices to report (names or globs, array or comma string), used as given, partitions allowed. When empty: every entry of `/sys/block` except `loop*`, `ram*`, `zram*`, `fd*`, `sr*` (without sysfs: every name that is not a partition such as `sda1`, `nvme0n1p1`, `mmcblk0p1`) |
+//! | `filesystems` | `true` | report `fs.*` for mounted filesystems |
+//! | `mount_points` | all | mount points to report (names or globs) |
+//! | `fs_types_exclude` | virtual filesystems | filesystem types not reported: `tmpfs`, `devtmpfs`, `proc`, `sysfs`, `overlay`, `squashfs`, `cgroup`, `cgroup2`, … (see `VIRTUAL_FS_TYPES`); `[]` reports every type |
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use procfs_core::DiskStat;
+use serde::Deserialize;
+
+use crate::matcher::{Matcher, NameList};
+use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use crate::point::{Point, Value};
+use crate::procfile::ProcFile;
+use crate::rate::Rate;
+
+pub static SPEC: ModuleSpec = ModuleSpec {
+    name: "disk",
+    aliases: &[],
+    summary: "block device I/O (/proc/diskstats) and filesystem usage (statvfs)",
+    build,
+};
+
+/// Device names that are never whole disks worth reporting by default.
+pub const DEFAULT_DEVICE_EXCLUDES: &[&str] = &["loop*", "ram*", "zram*", "fd*", "sr*"];
+
+/// Filesystem types left out by default: kernel, memory and container-layer filesystems.
+pub const VIRTUAL_FS_TYPES: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fuse.gvfsd-fuse",
+    "fuse.lxcfs",
+    "fuse.portal",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "nfsd",
+    "nsfs",
+    "overlay",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rootfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+];
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    disks_to_check: NameList,
+    #[serde(default = "yes")]
+    filesystems: bool,
+    #[serde(default)]
+    mount_points: NameList,
+    #[serde(default)]
+    fs_types_exclude: Option<NameList>,
+}
+
+/// What statvfs says about one filesystem (the fields `df` uses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsUsage {
+    /// `f_frsize`: the unit of the block counts.
+    pub block_size: u64,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
+    pub inodes: u64,
+    pub inodes_free: u64,
+}
+
+/// How the module asks for a filesystem's usage; tests inject their own.
+pub type StatvfsFn = fn(&Path) -> io::Result<FsUsage>;
+
+/// The real statvfs(3).
+pub fn statvfs(path: &Path) -> io::Result<FsUsage> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(FsUsage {
+        block_size: s.f_frsize,
+        blocks: s.f_blocks,
+        blocks_free: s.f_bfree,
+        blocks_avail: s.f_bavail,
+        inodes: s.f_files,
+        inodes_free: s.f_ffree,
+    })
+}
+
+fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, BuildError> {
+    Ok(Box::new(Disk::new(ctx, conf, statvfs)?))
+}
+
+fn matcher(conf: &PluginConf, key: &str, list: &NameList) -> Result<Matcher, BuildError> {
+    Matcher::new(list).map_err(|m| BuildError::Config(conf.error(key, m)))
+}
+
+/// Is `name` a partition by its name alone (`sda1`, `vdb2`, `nvme0n1p1`, `mmcblk0p1`, `loop8p1`)?
+/// Used when `/sys/block` cannot be read.
+pub fn is_partition_name(name: &str) -> bool {
+    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if trimmed.len() == name.len() {
+        return false;
+    }
+    // `<disk ending in a digit>p<N>`: nvme0n1p1, mmcblk0p1, loop8p1, nbd0p1, md0p1.
+    if let Some(disk) = trimmed.strip_suffix('p') {
+        if disk.ends_with(|c: char| c.is_ascii_digit()) {
+            return true;
+        }
+    }
+    // `<sd|vd|xvd|hd><letters><N>`: sda1, vdb2, xvda1, hdc3.
+    ["sd", "vd", "xvd", "hd"].iter().any(|prefix| {
+        trimmed
+            .strip_prefix(prefix)
+            .is_some_and(|letters| !letters.is_empty() && letters.bytes().all(|b| b.is_ascii_lowercase()))
+    })
+}
+
+/// How whole disks are told from partitions and other block devices.
+#[derive(Debug, Clone)]
+pub enum WholeDisks {
+    /// Entries of `<sys>/block` are whole disks (partitions live below them).
+    Sysfs(PathBuf),
+    /// No sysfs: whatever [`is_partition_name`] does not call a partition.
+    Names,
+}
+
+impl WholeDisks {
+    /// Uses `<sys>/block` when it can be listed.
+    pub fn detect(sys_block: PathBuf) -> WholeDisks {
+        match std::fs::read_dir(&sys_block) {
+            Ok(_) => WholeDisks::Sysfs(sys_block),
+            Err(e) => {
+                log::debug!("{}: {e}; telling partitions by name", sys_block.display());
+                WholeDisks::Names
+            }
+        }
+    }
+
+    pub fn is_whole(&self, name: &str) -> bool {
+        match self {
+            // The kernel names `cciss/c0d0` `cciss!c0d0` in sysfs.
+            WholeDisks::Sysfs(dir) => dir.join(name.replace('/', "!")).exists(),
+            WholeDisks::Names => !is_partition_name(name),
+        }
+    }
+}
+
+/// Which devices are reported.
+#[derive(Debug)]
+enum DeviceSelection {
+    Listed(Matcher),
+    Default { exclude: Matcher, whole: WholeDisks },
+}
+
+impl DeviceSelection {
+    fn selects(&self, name: &str) -> bool {
+        match self {
+            DeviceSelection::Listed(m) => m.matches(name),
+            DeviceSelection::Default { exclude, whole } => !exclude.matches(name) && whole.is_whole(name),
+        }
+    }
+}
+
+/// The counters of a diskstats line that become rates, with their stat names and units,
+/// in the order they are emitted (`io` goes between `write_time` and `io_time`).
+const RATES: [(&str, &str); 10] = [
+    ("reads", ""),
+    ("reads_merged", ""),
+    ("read_sectors", ""),
+    ("read_time", "ms"),
+    ("writes", ""),
+    ("writes_merged", ""),
+    ("write_sectors", ""),
+    ("write_time", "ms"),
+    ("io_time", "ms"),
+    ("io_weighted_time", "ms"),
+];
+
+fn counters(d: &DiskStat) -> [u64; 10] {
+    [
+        d.reads,
+        d.merged,
+        d.sectors_read,
+        d.time_reading,
+        d.writes,
+        d.writes_merged,
+        d.sectors_written,
+        d.time_writing,
+        d.time_in_progress,
+        d.weighted_time_in_progress,
+    ]
+}
+
+/// Parses `/proc/diskstats` (14, 18 or 20 fields a line); malformed lines are skipped.
+pub fn parse(text: &str) -> impl Iterator<Item = DiskStat> + '_ {
+    text.lines().filter_map(|line| match DiskStat::from_line(line) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if !line.trim().is_empty() {
+                log::debug!("diskstats: skipping {line:?}: {e}");
+            }
+            None
+        }
+    })
+}
+
+/// Undoes the octal escapes of `/proc/mounts` (`\040` space, `\011` tab, `\012` newline,
+/// `\134` backslash).
+pub fn unescape(field: &str) -> Cow<'_, str> {
+    if !field.contains('\\') {
+        return Cow::Borrowed(field);
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if let Some(oct) = bytes.get(i + 1..i + 4) {
+                if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                    let v = oct.iter().fold(0u32, |a, b| a * 8 + u32::from(b - b'0'));
+                    if let Ok(v) = u8::try_from(v) {
+                        out.push(v);
+                        i += 4;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// One line of `/proc/mounts`, unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: String,
+    pub path: String,
+    pub fstype: String,
+}
+
+/// Parses `/proc/mounts`; a mount point listed more than once keeps only its last line.
+pub fn parse_mounts(text: &str) -> Vec<Mount> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(source), Some(path), Some(fstype)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let path = unescape(path);
+        mounts.retain(|m| m.path != path);
+        mounts.push(Mount {
+            source: unescape(source).into_owned(),
+            path: path.into_owned(),
+            fstype: fstype.to_string(),
+        });
+    }
+    mounts
+}
+
+/// The `fs.*` values of one filesystem, in stat order; `None` for an absent stat.
+pub fn fs_values(u: &FsUsage) -> [(&'static str, &'static str, Option<Value>); 8] {
+    let bytes = |blocks: u64| Value::from(blocks.saturating_mul(u.block_size));
+    let used = u.blocks.saturating_sub(u.blocks_free);
+    let avail = u.blocks_avail;
+    let used_percent = used.checked_add(avail).filter(|&t| t > 0).map(|t| Value::Float(used as f64 / t as f64 * 100.0));
+    let inodes_used = u.inodes.saturating_sub(u.inodes_free);
+    let inodes_used_percent = (u.inodes > 0).then(|| Value::Float(inodes_used as f64 / u.inodes as f64 * 100.0));
+    [
+        ("total", "B", Some(bytes(u.blocks))),
+        ("used", "B", Some(bytes(used))),
+        ("free", "B", Some(bytes(avail))),
+        ("used_percent", "percent", used_percent),
+        ("inodes_total", "", Some(Value::from(u.inodes))),
+        ("inodes_used", "", Some(Value::from(inodes_used))),
+        ("inodes_free", "", Some(Value::from(u.inodes_free))),
+        ("inodes_used_percent", "percent", inodes_used_percent),
+    ]
+}
+
+/// Rate state of one device seen in the last collection.
+#[derive(Debug, Default)]
+struct DeviceState {
+    selected: bool,
+    seen: bool,
+    rates: [Rate; 10],
+}
+
+/// The filesystem part: which mounts, and the last parse of `/proc/mounts`.
+struct Filesystems {
+    file: ProcFile,
+    host: PathBuf,
+    mount_points: Matcher,
+    exclude_types: Matcher,
+    statvfs: StatvfsFn,
+    /// The text `mounts` was parsed from; unchanged text is not parsed again.
+    last_text: String,
+    mounts: Vec<Mount>,
+    loaded: bool,
+}
+
+impl Filesystems {
+    fn refresh(&mut self) -> Result<(), CollectError> {
+        // The kernel says when the mount table changed: no need to read it every tick.
+        if self.loaded && !self.file.may_have_changed() {
+            return Ok(());
+        }
+        let text = self.file.read()?;
+        self.loaded = true;
+        if text == self.last_text {
+            return Ok(());
+        }
+        self.last_text.clear();
+        self.last_text.push_str(text);
+        let (points, types) = (&self.mount_points, &self.exclude_types);
+        self.mounts = parse_mounts(&self.last_text)
+            .into_iter()
+            .filter(|m| !types.matches(&m.fstype))
+            .filter(|m| points.is_empty() || points.matches(&m.path))
+            .collect();
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Vec<Point>) -> Result<(), CollectError> {
+        self.refresh()?;
+        for m in &self.mounts {
+            let path = self.host.join(m.path.trim_start_matches('/'));
+            let usage = match (self.statvfs)(&path) {
+                Ok(u) => u,
+                Err(e) => {
+                    log::debug!("statvfs {}: {e}; skipping this mount", path.display());
+                    continue;
+                }
+            };
+            for (field, units, value) in fs_values(&usage) {
+                if let Some(v) = value {
+                    out.push(
+                        Point::device("fs", field, units, "path", &m.path, v)
+                            .with_tag("device", m.source.as_str())
+                            .with_tag("fstype", m.fstype.as_str()),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn push_rate(out: &mut Vec<Point>, field: &'static str, units: &'static str, device: &str, v: Option<f64>) {
+    if let Some(v) = v {
+        out.push(Point::device("disk", field, units, "device", device, Value::Float(v)));
+    }
+}
+
+struct Disk {
+    diskstats: ProcFile,
+    selection: DeviceSelection,
+    devices: HashMap<String, DeviceState>,
+    filesystems: Option<Filesystems>,
+}
+
+impl Disk {
+    fn new(ctx: &ModuleContext, conf: &PluginConf, statvfs: StatvfsFn) -> Result<Disk, BuildError> {
+        let c: Config = conf.parse()?;
+        let selection = if c.disks_to_check.is_empty() {
+            DeviceSelection::Default {
+                exclude: Matcher::from_static(DEFAULT_DEVICE_EXCLUDES),
+                whole: WholeDisks::detect(ctx.roots.sys_path("block")),
+            }
+        } else {
+            DeviceSelection::Listed(matcher(conf, "disks_to_check", &c.disks_to_check)?)
+        };
+        let mount_points = matcher(conf, "mount_points", &c.mount_points)?;
+        let exclude_types = match &c.fs_types_exclude {
+            Some(list) => matcher(conf, "fs_types_exclude", list)?,
+            None => Matcher::from_static(VIRTUAL_FS_TYPES),
+        };
+        let mut diskstats = ProcFile::new(ctx.roots.proc_path("diskstats"));
+        diskstats.probe().map_err(BuildError::Unavailable)?;
+        let filesystems = if c.filesystems {
+            let mut file = ProcFile::new(ctx.roots.proc_path("mounts"));
+            file.probe().map_err(BuildError::Unavailable)?;
+            Some(Filesystems {
+                file,
+                host: ctx.roots.host.clone(),
+                mount_points,
+                exclude_types,
+                statvfs,
+                last_text: String::new(),
+                mounts: Vec::new(),
+                loaded: false,
+            })
+        } else {
+            None
+        };
+        Ok(Disk { diskstats, selection, devices: HashMap::new(), filesystems })
+    }
+}
+
+impl Module for Disk {
+    fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
+        let Disk { diskstats, selection, devices, filesystems } = self;
+        let text = diskstats.read()?;
+        for d in parse(text) {
+            let state = match devices.get_mut(&d.name) {
+                Some(s) => s,
+                None => {
+                    let selected = selection.selects(&d.name);
+                    devices.entry(d.name.clone()).or_insert(DeviceState { selected, ..DeviceState::default() })
+                }
+            };
+            if state.seen {
+                // The same name twice in one read: keep the first line's rates.
+                continue;
+            }
+            state.seen = true;
+            if !state.selected {
+                continue;
+            }
+            let mut rates = [None; 10];
+            for ((r, rate), v) in rates.iter_mut().zip(&mut state.rates).zip(counters(&d)) {
+                *r = rate.update(v, now);
+            }
+            let name = d.name.as_str();
+            for (&(field, units), &r) in RATES.iter().zip(&rates).take(8) {
+                push_rate(out, field, units, name, r);
+            }
+            out.push(Point::device("disk", "io", "", "device", name, Value::from(d.in_progress)));
+            for (&(field, units), &r) in RATES.iter().zip(&rates).skip(8) {
+                push_rate(out, field, units, name, r);
+            }
+            push_rate(out, "read_thruput", "B", name, rates[2].map(|s| s * 512.0));
+            push_rate(out, "write_thruput", "B", name, rates[6].map(|s| s * 512.0));
+        }
+        devices.retain(|_, s| std::mem::take(&mut s.seen));
+        if let Some(fs) = filesystems {
+            fs.collect(out)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{self, FixtureRoot};
+
+    const SOURCE: &str = include_str!("disk.rs");
+
+    /// Default selection of every fixture tree.
+    const DEFAULTS: &[(&str, &[&str])] = &[
+        ("vm-6.18", &["vda"]),
+        ("vm-6.18-many", &["vda"]),
+        ("linux-4.19-synth", &["sda", "sdb", "nvme0n1", "dm-0", "md0"]),
+    ];
+
+    /// A fixture's diskstats, parsed independently: name → the numbers after the name.
+    fn stats(tree: &str, snap: &str) -> Vec<(String, Vec<u64>)> {
+        fixture::read(tree, snap, "proc/diskstats")
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[2].to_string(), f[3..].iter().map(|x| x.parse().unwrap()).collect())
+            })
+            .collect()
+    }
+
+    fn fields_of(tree: &str, snap: &str, dev: &str) -> Vec<u64> {
+        stats(tree, snap).into_iter().find(|(n, _)| n == dev).unwrap().1
+    }
+
+    fn fake_statvfs(path: &Path) -> io::Result<FsUsage> {
+        if path.ends_with("boot") {
+            return Err(io::Error::from_raw_os_error(13));
+        }
+        if path.ends_with("data") {
+            return Ok(FsUsage::default());
+        }
+        if path.ends_with("backup disk") {
+            return Ok(FsUsage {
+                block_size: 512,
+                blocks: 2000,
+                blocks_free: 500,
+                blocks_avail: 500,
+                inodes: 0,
+                inodes_free: 0,
+            });
+        }
+        Ok(FsUsage {
+            block_size: 4096,
+            blocks: 1000,
+            blocks_free: 300,
+            blocks_avail: 250,
+            inodes: 100,
+            inodes_free: 40,
+        })
+    }
+
+    fn disk(root: &FixtureRoot, text: &str) -> Disk {
+        match Disk::new(&root.ctx(), &fixture::conf("disk", text), fake_statvfs) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The devices that have a `disk.io` point, in order.
+    fn devices(points: &[Point]) -> Vec<String> {
+        points.iter().filter_map(|p| p.name.strip_prefix("disk.io.")).map(String::from).collect()
+    }
+
+    fn mounts(points: &[Point]) -> Vec<String> {
+        points.iter().filter_map(|p| p.name.strip_prefix("fs.total.")).map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_diskstats_of_every_age() {
+        let text = "   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n\
+                    8 1 sda1 1 2 3 4 5 6 7 8 0 10 11 12 13 14 15\n\
+                    259 0 nvme0n1 1 2 3 4 5 6 7 8 2 10 11 12 13 14 15 16 17\n\
+                    8 16 sdb 1 2 3\n\
+                    garbage\n\n";
+        let d: Vec<DiskStat> = parse(text).collect();
+        assert_eq!(d.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["sda", "sda1", "nvme0n1"]);
+        assert_eq!(counters(&d[0]), [1, 2, 3, 4, 5, 6, 7, 8, 10, 11]);
+        assert_eq!(d[0].in_progress, 9);
+        assert_eq!(counters(&d[2]), [1, 2, 3, 4, 5, 6, 7, 8, 10, 11]);
+        assert_eq!(d[2].in_progress, 2);
+    }
+
+    #[test]
+    fn partition_names() {
+        for p in ["sda1", "sdab12", "vdb2", "xvda1", "hdc3", "nvme0n1p1", "mmcblk0p2", "loop8p1"] {
+            assert!(is_partition_name(p), "{p}");
+        }
+        for d in ["sda", "vda", "nvme0n1", "mmcblk0", "md0", "dm-0", "loop0", "zram0", "nbd1", "sr0", "xvda"] {
+            assert!(!is_partition_name(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn parses_mounts() {
+        let text = "/dev/sda1 /boot ext4 rw 0 0\n\
+                    /dev/sdb /mnt/my\\040disk\\011x vfat rw 0 0\n\
+                    short line\n\
+                    /dev/md0 /boot xfs rw 0 0\n\
+                    a\\134b /odd\\0 ext4 rw 0 0\n";
+        assert_eq!(
+            parse_mounts(text),
+            [
+                Mount { source: "/dev/sdb".into(), path: "/mnt/my disk\tx".into(), fstype: "vfat".into() },
+                Mount { source: "/dev/md0".into(), path: "/boot".into(), fstype: "xfs".into() },
+                Mount { source: "a\\b".into(), path: "/odd\\0".into(), fstype: "ext4".into() },
+            ]
+        );
+        assert_eq!(unescape("plain"), "plain");
+        assert_eq!(unescape("\\777\\"), "\\777\\");
+    }
+
+    #[test]
+    fn fs_values_as_df() {
+        let v = fs_values(&FsUsage {
+            block_size: 4096,
+            blocks: 1000,
+            blocks_free: 300,
+            blocks_avail: 250,
+            inodes: 100,
+            inodes_free: 40,
+        });
+        assert_eq!(
+            v,
+            [
+                ("total", "B", Some(Value::Int(4_096_000))),
+                ("used", "B", Some(Value::Int(2_867_200))),
+                ("free", "B", Some(Value::Int(1_024_000))),
+                ("used_percent", "percent", Some(Value::Float(700.0 / 950.0 * 100.0))),
+                ("inodes_total", "", Some(Value::Int(100))),
+                ("inodes_used", "", Some(Value::Int(60))),
+                ("inodes_free", "", Some(Value::Int(40))),
+                ("inodes_used_percent", "percent", Some(Value::Float(60.0))),
+            ]
+        );
+        let empty = fs_values(&FsUsage::default());
+        assert_eq!(empty[3].2, None);
+        assert_eq!(empty[7].2, None);
+        assert_eq!(empty[0].2, Some(Value::Int(0)));
+    }
+
+    #[test]
+    fn default_selection_per_tree() {
+        for &(tree, want) in DEFAULTS {
+            let root = FixtureRoot::new(tree);
+            let mut m = disk(&root, r#"{"filesystems": false}"#);
+            let p = fixture::collect(&mut m, 0.0);
+            assert_eq!(devices(&p), want, "{tree}");
+            // Only the in-flight gauge on the first collection.
+            assert_eq!(p.len(), want.len(), "{tree}");
+            for (dev, point) in want.iter().zip(&p) {
+                let in_flight = fields_of(tree, "t0", dev)[8];
+                assert_eq!(point.value, Value::Int(in_flight as i64));
+                assert_eq!(point.tags, [("device".into(), dev.to_string())]);
+            }
+        }
+    }
+
+    #[test]
+    fn default_selection_without_sysfs_uses_names() {
+        for &(tree, want) in DEFAULTS {
+            let root = FixtureRoot::new(tree);
+            root.remove("sys/block");
+            let mut m = disk(&root, r#"{"filesystems": false}"#);
+            let p = fixture::collect(&mut m, 0.0);
+            assert_eq!(devices(&p), want, "{tree}");
+        }
+    }
+
+    #[test]
+    fn second_collection_equals_fixture_deltas() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("vm-6.18", "{}", &["vda"]),
+            (
+                "vm-6.18-many",
+                r#"{"disks_to_check": "loop*"}"#,
+                &[
+                    "loop0", "loop1", "loop2", "loop3", "loop4", "loop5", "loop6", "loop7", "loop8", "loop8p1",
+                    "loop8p2", "loop9", "loop10", "loop11",
+                ],
+            ),
+            ("linux-4.19-synth", "{}", DEFAULTS[2].1),
+        ];
+        for &(tree, conf, want) in cases {
+            let root = FixtureRoot::new(tree);
+            let mut m = disk(&root, conf);
+            fixture::collect(&mut m, 0.0);
+            root.advance();
+            let p = fixture::collect(&mut m, 1.0);
+            fixture::assert_documented(SOURCE, &p);
+            assert_eq!(devices(&p), want, "{tree}");
+            let disk_points: Vec<&Point> = p.iter().filter(|p| p.measurement == "disk").collect();
+            assert_eq!(disk_points.len(), 13 * want.len(), "{tree}");
+            for (i, dev) in want.iter().enumerate() {
+                let (a, b) = (fields_of(tree, "t0", dev), fields_of(tree, "t1", dev));
+                let d = |i: usize| (b[i] - a[i]) as f64;
+                let names = [
+                    "reads",
+                    "reads_merged",
+                    "read_sectors",
+                    "read_time",
+                    "writes",
+                    "writes_merged",
+                    "write_sectors",
+                    "write_time",
+                    "io",
+                    "io_time",
+                    "io_weighted_time",
+                    "read_thruput",
+                    "write_thruput",
+                ];
+                let want_values = [
+                    Value::Float(d(0)),
+                    Value::Float(d(1)),
+                    Value::Float(d(2)),
+                    Value::Float(d(3)),
+                    Value::Float(d(4)),
+                    Value::Float(d(5)),
+                    Value::Float(d(6)),
+                    Value::Float(d(7)),
+                    Value::Int(b[8] as i64),
+                    Value::Float(d(9)),
+                    Value::Float(d(10)),
+                    Value::Float(d(2) * 512.0),
+                    Value::Float(d(6) * 512.0),
+                ];
+                let units = ["", "", "", "ms", "", "", "", "ms", "", "ms", "ms", "B", "B"];
+                for (j, ((name, value), units)) in names.iter().zip(want_values).zip(units).enumerate() {
+                    let got = disk_points[13 * i + j];
+                    assert_eq!(got.name, format!("disk.{name}.{dev}"));
+                    assert_eq!((got.value, got.units.as_ref()), (value, units), "{}", got.name);
+                }
+            }
+        }
+        // The captured traffic is really in the deltas.
+        let root = FixtureRoot::new("vm-6.18");
+        let mut m = disk(&root, r#"{"filesystems": false}"#);
+        fixture::collect(&mut m, 0.0);
+        root.advance();
+        let p = fixture::collect(&mut m, 1.0);
+        assert!(fixture::float(&p, "disk.write_thruput.vda") > 0.0);
+    }
+
+    #[test]
+    fn listed_devices_are_used_as_given() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("linux-4.19-synth", r#"{"disks_to_check": " sda , nvme0n1p1,,"}"#, &["sda", "nvme0n1p1"]),
+            ("linux-4.19-synth", r#"{"disks_to_check": ["sd*", "sr0"]}"#, &["sda", "sda1", "sdb", "sr0"]),
+            ("vm-6.18", r#"{"disks_to_check": "zram0, vd?"}"#, &["vda", "zram0"]),
+            ("vm-6.18-many", r#"{"disks_to_check": "loop8*"}"#, &["loop8", "loop8p1", "loop8p2"]),
+            ("vm-6.18", r#"{"disks_to_check": "sdz"}"#, &[]),
+        ];
+        for &(tree, conf, want) in cases {
+            let root = FixtureRoot::new(tree);
+            let mut m = disk(&root, &conf.replace('}', r#", "filesystems": false}"#));
+            assert_eq!(devices(&fixture::collect(&mut m, 0.0)), want, "{conf}");
+        }
+    }
+
+    #[test]
+    fn counter_reset_drops_only_that_rate() {
+        let root = FixtureRoot::new("vm-6.18");
+        let mut m = disk(&root, r#"{"filesystems": false}"#);
+        fixture::collect(&mut m, 0.0);
+        root.advance();
+        let t1 = root.text("proc/diskstats");
+        let vda = t1.lines().find(|l| l.contains(" vda ")).unwrap();
+        let mut f: Vec<String> = vda.split_whitespace().map(String::from).collect();
+        f[3] = "5".into(); // reads
+        root.write("proc/diskstats", &t1.replace(vda, &f.join(" ")));
+        let p = fixture::collect(&mut m, 1.0);
+        assert_eq!(fixture::value(&p, "disk.reads.vda"), None);
+        assert!(fixture::value(&p, "disk.read_sectors.vda").is_some());
+        assert!(fixture::value(&p, "disk.read_thruput.vda").is_some());
+        assert!(fixture::value(&p, "disk.io.vda").is_some());
+        assert_eq!(p.len(), 12);
+    }
+
+    #[test]
+    fn device_that_vanishes_and_returns() {
+        let root = FixtureRoot::new("linux-4.19-synth");
+        let mut m = disk(&root, r#"{"filesystems": false}"#);
+        fixture::collect(&mut m, 0.0);
+        root.advance();
+        let t1 = root.text("proc/diskstats");
+        let without: String = t1.lines().filter(|l| !l.contains(" sdb ")).map(|l| format!("{l}\n")).collect();
+        root.write("proc/diskstats", &without);
+        root.remove("sys/block/sdb");
+        let p = fixture::collect(&mut m, 1.0);
+        assert_eq!(devices(&p), ["sda", "nvme0n1", "dm-0", "md0"]);
+        assert_eq!(p.len(), 4 * 13);
+        // Back (as a new disk): the gauge at once, rates from the next collection.
+        root.write("proc/diskstats", &t1);
+        root.write("sys/block/sdb/.keep", "");
+        let p = fixture::collect(&mut m, 2.0);
+        assert_eq!(devices(&p), DEFAULTS[2].1);
+        assert!(fixture::value(&p, "disk.reads.sdb").is_none());
+        assert_eq!(fixture::int(&p, "disk.io.sdb"), 0);
+        let p = fixture::collect(&mut m, 3.0);
+        assert_eq!(fixture::float(&p, "disk.reads.sdb"), 0.0);
+        assert_eq!(p.len(), 5 * 13);
+    }
+
+    #[test]
+    fn a_new_device_is_picked_up() {
+        let root = FixtureRoot::new("vm-6.18");
+        let mut m = disk(&root, r#"{"filesystems": false}"#);
+        fixture::collect(&mut m, 0.0);
+        let t0 = root.text("proc/diskstats");
+        root.write("proc/diskstats", &format!("{t0} 259       0 nvme0n1 1 0 8 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"));
+        root.write("sys/block/nvme0n1/.keep", "");
+        let p = fixture::collect(&mut m, 1.0);
+        assert_eq!(devices(&p), ["vda", "nvme0n1"]);
+    }
+
+    #[test]
+    fn filesystems_per_tree() {
+        let cases: &[(&str, &[&str])] = &[
+            ("vm-6.18", &["/"]),
+            ("vm-6.18-many", &["/", "/tmp/badger data"]),
+            // /boot's statvfs fails (skipped); /data is listed twice, the last is nvme0n1p1.
+            ("linux-4.19-synth", &["/", "/data", "/mnt/backup disk"]),
+        ];
+        for &(tree, want) in cases {
+            let root = FixtureRoot::new(tree);
+            let mut m = disk(&root, "{}");
+            let p = fixture::collect(&mut m, 0.0);
+            fixture::assert_documented(SOURCE, &p);
+            assert_eq!(mounts(&p), want, "{tree}");
+            let root_fs: Vec<_> = p.iter().filter(|p| p.name.ends_with("./")).collect();
+            assert_eq!(
+                root_fs.iter().map(|p| (p.name.as_str(), p.value)).collect::<Vec<_>>(),
+                [
+                    ("fs.total./", Value::Int(4_096_000)),
+                    ("fs.used./", Value::Int(2_867_200)),
+                    ("fs.free./", Value::Int(1_024_000)),
+                    ("fs.used_percent./", Value::Float(700.0 / 950.0 * 100.0)),
+                    ("fs.inodes_total./", Value::Int(100)),
+                    ("fs.inodes_used./", Value::Int(60)),
+                    ("fs.inodes_free./", Value::Int(40)),
+                    ("fs.inodes_used_percent./", Value::Float(60.0)),
+                ]
+            );
+        }
+        let root = FixtureRoot::new("linux-4.19-synth");
+        let mut m = disk(&root, "{}");
+        let p = fixture::collect(&mut m, 0.0);
+        let data = fixture::find(&p, "fs.total./data").unwrap();
+        assert_eq!(
+            data.tags,
+            [
+                ("path".into(), "/data".to_string()),
+                ("device".into(), "/dev/nvme0n1p1".to_string()),
+                ("fstype".into(), "xfs".to_string()),
+            ]
+        );
+        // /data: all zero, so no percentages; the vfat has no inodes.
+        assert!(fixture::value(&p, "fs.used_percent./data").is_none());
+        assert!(fixture::value(&p, "fs.inodes_used_percent./data").is_none());
+        assert_eq!(fixture::float(&p, "fs.used_percent./mnt/backup disk"), 75.0);
+        assert!(fixture::value(&p, "fs.inodes_used_percent./mnt/backup disk").is_none());
+        assert_eq!(fixture::int(&p, "fs.inodes_total./mnt/backup disk"), 0);
+        let many = p.iter().filter(|p| p.measurement == "fs").count();
+        assert_eq!(many, 8 + 6 + 7);
+    }
+
+    #[test]
+    fn filesystem_selection() {
+        let root = FixtureRoot::new("linux-4.19-synth");
+        let mut m = disk(&root, r#"{"mount_points": "/data, /mnt/*", "disks_to_check": "sda"}"#);
+        assert_eq!(mounts(&fixture::collect(&mut m, 0.0)), ["/data", "/mnt/backup disk"]);
+        let mut m = disk(&root, r#"{"fs_types_exclude": []}"#);
+        assert_eq!(
+            mounts(&fixture::collect(&mut m, 0.0)),
+            [
+                "/sys",
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/run",
+                "/",
+                "/sys/kernel/security",
+                "/sys/fs/cgroup/unified",
+                "/data",
+                "/mnt/backup disk",
+                "/var/lib/docker/overlay2/3c0b1f5e/merged",
+                "/run/docker/netns/1a2b3c",
+            ]
+        );
+        let mut m = disk(&root, r#"{"fs_types_exclude": "ext*, tmpfs"}"#);
+        assert_eq!(mounts(&fixture::collect(&mut m, 0.0))[..4], ["/sys", "/proc", "/dev", "/dev/pts"]);
+        let mut m = disk(&root, r#"{"filesystems": false}"#);
+        assert!(fixture::collect(&mut m, 0.0).iter().all(|p| p.measurement == "disk"));
+        // Mounts change between collections.
+        let mut m = disk(&root, "{}");
+        fixture::collect(&mut m, 0.0);
+        root.write("proc/mounts", "/dev/sdc /srv ext4 rw 0 0\n");
+        assert_eq!(mounts(&fixture::collect(&mut m, 1.0)), ["/srv"]);
+    }
+
+    #[test]
+    fn real_statvfs_on_the_live_root() {
+        let ctx = ModuleContext::default();
+        let mut m = fixture::build(&SPEC, &ctx, r#"{"mount_points": "/", "disks_to_check": "none"}"#);
+        let p = fixture::collect(m.as_mut(), 0.0);
+        let total = fixture::int(&p, "fs.total./");
+        let used = fixture::int(&p, "fs.used./");
+        let free = fixture::int(&p, "fs.free./");
+        assert!(total > 0 && used > 0 && free > 0 && used + free <= total);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let root = FixtureRoot::new("vm-6.18");
+        let ctx = root.ctx();
+        let cases = [
+            ("{\n\"disk_to_check\": \"sda\"}", "disk_to_check", 2),
+            ("{\"interval\": 1,\n\n\"filesystems\": \"no\"}", "filesystems", 3),
+            ("{\n\"disks_to_check\": 7}", "disks_to_check", 2),
+            ("{\n\"disks_to_check\": \"sd[a\"}", "disks_to_check", 2),
+            ("{\n\"mount_points\": [\"/[x\"]}", "mount_points", 2),
+            ("{\n\n\"fs_types_exclude\": \"[\"}", "fs_types_exclude", 3),
+        ];
+        for (text, key, line) in cases {
+            match fixture::build_error(&SPEC, &ctx, text) {
+                BuildError::Config(e) => {
+                    assert_eq!((e.key.as_deref(), e.line), (Some(key), Some(line)), "{text}")
+                }
+                BuildError::Unavailable(m) => panic!("{m}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_files_are_unavailable() {
+        let root = FixtureRoot::new("vm-6.18");
+        root.remove("proc/mounts");
+        match fixture::build_error(&SPEC, &root.ctx(), "{}") {
+            BuildError::Unavailable(m) => assert!(m.contains("proc/mounts"), "{m}"),
+            BuildError::Config(e) => panic!("{e}"),
+        }
+        fixture::build(&SPEC, &root.ctx(), r#"{"filesystems": false}"#);
+        root.remove("proc/diskstats");
+        match fixture::build_error(&SPEC, &root.ctx(), r#"{"filesystems": false}"#) {
+            BuildError::Unavailable(m) => assert!(m.contains("proc/diskstats"), "{m}"),
+            BuildError::Config(e) => panic!("{e}"),
+        }
+    }
+}

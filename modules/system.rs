@@ -1,0 +1,360 @@
+//! `system`: mostly static facts about the machine: processors, CPU speed and cache, number of
+//! disks, uptime and boot time.
+//!
+//! | stat | units | type | kind | meaning |
+//! |---|---|---|---|---|
+//! | `cpu.cores` | | int | gauge | processors listed in `/proc/cpuinfo` (read at start) |
+//! | `cpu.speed` | MHz | float | gauge | current clock of the first processor: `cpu MHz` of `/proc/cpuinfo`, else `/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq` ÷ 1000; absent if neither exists |
+//! | `cpu.cache_size` | KB | int | gauge | `cache size` of the first processor (read at start); absent if cpuinfo has none (most non-x86) |
+//! | `disk.count` | | int | gauge | whole disks of every kind: entries of `/sys/block` except `loop*`, `ram*`, `zram*`, `fd*`, `sr*` (without sysfs: such names in `/proc/partitions` that are not partitions) |
+//! | `system.uptime` | s | float | gauge | seconds since boot (`/proc/uptime`) |
+//! | `system.boot_time` | s | int | gauge | boot time, epoch seconds (`btime` of `/proc/stat`, read at start) |
+//!
+//! Fields of `/proc/cpuinfo` are looked up by key, never by line number, so the module works
+//! on every architecture. `cpu.speed` reads only the first processor's block of cpuinfo.
+//!
+//! Config keys: only the common ones (`interval`, `blacklist`, `timeout`).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use procfs_core::{CpuInfo, FromBufRead};
+use serde::Deserialize;
+
+use super::disk::{is_partition_name, DEFAULT_DEVICE_EXCLUDES};
+use crate::matcher::Matcher;
+use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use crate::point::{Point, Value};
+use crate::procfile::{read_to_string, ProcFile};
+
+pub static SPEC: ModuleSpec = ModuleSpec {
+    name: "system",
+    aliases: &[],
+    summary: "processors, CPU speed and cache, disk count, uptime, boot time",
+    build,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {}
+
+fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, BuildError> {
+    let Config {} = conf.parse()?;
+    let unavailable = |e: CollectError| BuildError::Unavailable(e.0);
+
+    let cpuinfo_path = ctx.roots.proc_path("cpuinfo");
+    let cpuinfo = read_to_string(&cpuinfo_path).map_err(unavailable)?;
+    let info = CpuInfo::from_buf_read(cpuinfo.as_bytes())
+        .map_err(|e| BuildError::Unavailable(format!("{}: {e}", cpuinfo_path.display())))?;
+    let has_processor = info.get_field(0, "processor").is_some();
+    let cores = has_processor.then(|| info.num_cores() as i64);
+    let cache_kb = info.get_field(0, "cache size").and_then(parse_cache_size);
+    let freq = ctx.roots.sys_path("devices/system/cpu/cpu0/cpufreq/scaling_cur_freq");
+    let speed = if info.get_field(0, "cpu MHz").is_some() {
+        Speed::CpuInfo { path: cpuinfo_path, buf: Vec::with_capacity(4096) }
+    } else if freq.exists() {
+        Speed::Sysfs(ProcFile::new(freq))
+    } else {
+        Speed::None
+    };
+
+    let stat = read_to_string(&ctx.roots.proc_path("stat")).map_err(unavailable)?;
+    let mut parsed = super::cpu::ProcStat::default();
+    super::cpu::parse(&stat, &mut parsed);
+
+    let mut uptime = ProcFile::new(ctx.roots.proc_path("uptime"));
+    uptime.probe().map_err(BuildError::Unavailable)?;
+
+    Ok(Box::new(System {
+        cores,
+        cache_kb,
+        speed,
+        sys_block: ctx.roots.sys_path("block"),
+        partitions: ctx.roots.proc_path("partitions"),
+        exclude: Matcher::from_static(DEFAULT_DEVICE_EXCLUDES),
+        uptime,
+        boot_time: parsed.btime,
+    }))
+}
+
+/// `1024 KB` → 1024.
+pub fn parse_cache_size(value: &str) -> Option<i64> {
+    value.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// The value of `key` in the first processor block of `/proc/cpuinfo` text.
+pub fn first_block_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            // The end of the first block (blank lines before it are skipped by `lines`).
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim() == key {
+                return Some(v.trim());
+            }
+        }
+    }
+    None
+}
+
+/// The first field of `/proc/uptime`.
+pub fn parse_uptime(text: &str) -> Option<f64> {
+    text.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// Whole disks in `/proc/partitions` (the fallback of `disk.count`).
+pub fn count_partitions_disks(text: &str, exclude: &Matcher) -> i64 {
+    text.lines()
+        .filter_map(|l| {
+            let f: [&str; 4] = {
+                let mut it = l.split_ascii_whitespace();
+                [it.next()?, it.next()?, it.next()?, it.next()?]
+            };
+            // Skip the header: the major number must be numeric.
+            f[0].parse::<u32>().ok()?;
+            Some(f[3])
+        })
+        .filter(|name| !exclude.matches(name) && !is_partition_name(name))
+        .count() as i64
+}
+
+enum Speed {
+    /// Read the first processor block of cpuinfo (a bounded read: the rest is not generated).
+    CpuInfo {
+        path: PathBuf,
+        buf: Vec<u8>,
+    },
+    /// `scaling_cur_freq`, kHz.
+    Sysfs(ProcFile),
+    None,
+}
+
+/// Reads `path` until the first blank line (or 64 KiB), into `buf`.
+fn read_first_block<'a>(path: &Path, buf: &'a mut Vec<u8>) -> std::io::Result<&'a str> {
+    buf.clear();
+    let mut f = File::open(path)?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = f.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(2).any(|w| w == b"\n\n") || buf.len() >= 64 * 1024 {
+            break;
+        }
+    }
+    Ok(std::str::from_utf8(buf).unwrap_or_else(|e| {
+        // A cut in the middle of a character can only be at the very end.
+        std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default()
+    }))
+}
+
+impl Speed {
+    fn mhz(&mut self) -> Option<f64> {
+        match self {
+            Speed::CpuInfo { path, buf } => match read_first_block(path, buf) {
+                Ok(text) => first_block_value(text, "cpu MHz")?.parse().ok(),
+                Err(e) => {
+                    log::debug!("reading {}: {e}", path.display());
+                    None
+                }
+            },
+            Speed::Sysfs(file) => match file.read() {
+                Ok(text) => text.trim().parse::<f64>().ok().map(|khz| khz / 1000.0),
+                Err(e) => {
+                    log::debug!("{e}");
+                    None
+                }
+            },
+            Speed::None => None,
+        }
+    }
+}
+
+struct System {
+    cores: Option<i64>,
+    cache_kb: Option<i64>,
+    speed: Speed,
+    sys_block: PathBuf,
+    partitions: PathBuf,
+    exclude: Matcher,
+    uptime: ProcFile,
+    boot_time: Option<u64>,
+}
+
+impl System {
+    fn disk_count(&self) -> Option<i64> {
+        match std::fs::read_dir(&self.sys_block) {
+            Ok(entries) => Some(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| !self.exclude.matches(n)))
+                    .count() as i64,
+            ),
+            Err(_) => match std::fs::read_to_string(&self.partitions) {
+                Ok(text) => Some(count_partitions_disks(&text, &self.exclude)),
+                Err(e) => {
+                    log::debug!("no disk count: {}: {e}", self.partitions.display());
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl Module for System {
+    fn collect(&mut self, _now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
+        if let Some(v) = self.cores {
+            out.push(Point::simple("cpu", "cores", "", Value::Int(v)));
+        }
+        if let Some(v) = self.speed.mhz() {
+            out.push(Point::simple("cpu", "speed", "MHz", Value::Float(v)));
+        }
+        if let Some(v) = self.cache_kb {
+            out.push(Point::simple("cpu", "cache_size", "KB", Value::Int(v)));
+        }
+        if let Some(v) = self.disk_count() {
+            out.push(Point::simple("disk", "count", "", Value::Int(v)));
+        }
+        let text = self.uptime.read()?;
+        let uptime = parse_uptime(text)
+            .ok_or_else(|| CollectError(format!("{}: unexpected format", self.uptime.path().display())))?;
+        out.push(Point::simple("system", "uptime", "s", Value::Float(uptime)));
+        if let Some(v) = self.boot_time {
+            out.push(Point::simple("system", "boot_time", "s", Value::from(v)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{self, FixtureRoot};
+
+    const SOURCE: &str = include_str!("system.rs");
+
+    #[test]
+    fn parsers() {
+        let text = "processor\t: 0\ncpu MHz\t\t: 2596.122\ncache size\t: 1024 KB\n\n\
+                    processor\t: 1\ncpu MHz\t\t: 1.0\n";
+        assert_eq!(first_block_value(text, "cpu MHz"), Some("2596.122"));
+        assert_eq!(first_block_value(text, "bogomips"), None);
+        assert_eq!(parse_cache_size("1024 KB"), Some(1024));
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(parse_uptime("606.37 1147.57\n"), Some(606.37));
+        assert_eq!(parse_uptime(""), None);
+        let parts = "major minor  #blocks  name\n\n 8 0 1 sda\n 8 1 1 sda1\n 7 0 1 loop0\n 259 0 1 nvme0n1\n";
+        let ex = Matcher::from_static(DEFAULT_DEVICE_EXCLUDES);
+        assert_eq!(count_partitions_disks(parts, &ex), 2);
+    }
+
+    /// (tree, cores, speed t0, speed t1, cache, disk.count)
+    fn expected(tree: &str) -> (i64, Option<f64>, Option<f64>, Option<i64>, i64) {
+        let mhz = |snap| {
+            fixture::read(tree, snap, "proc/cpuinfo")
+                .lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .map(|l| l.split(':').nth(1).unwrap().trim().parse().unwrap())
+        };
+        match tree {
+            "vm-6.18" | "vm-6.18-many" => (2, mhz("t0"), mhz("t1"), Some(1024), 1),
+            "linux-4.19-synth" => (4, Some(2500.0), Some(1700.0), None, 5),
+            _ => unreachable!(),
+        }
+    }
+
+    fn first(text: &str) -> &str {
+        text.split_whitespace().next().unwrap()
+    }
+
+    #[test]
+    fn on_every_tree() {
+        for tree in fixture::TREES {
+            let (cores, speed0, speed1, cache, disks) = expected(tree);
+            assert!(speed0.is_some());
+            let root = FixtureRoot::new(tree);
+            let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+            for (snap, at, speed) in [("t0", 0.0, speed0), ("t1", 1.0, speed1)] {
+                if snap == "t1" {
+                    root.advance();
+                }
+                let p = fixture::collect(m.as_mut(), at);
+                fixture::assert_documented(SOURCE, &p);
+                let uptime: f64 = first(&fixture::read(tree, snap, "proc/uptime")).parse().unwrap();
+                let stat = fixture::read(tree, "t0", "proc/stat");
+                let btime: i64 = stat.lines().find_map(|l| l.strip_prefix("btime ")).unwrap().parse().unwrap();
+                let mut want = vec![("cpu.cores", Value::Int(cores)), ("cpu.speed", Value::Float(speed.unwrap()))];
+                if let Some(c) = cache {
+                    want.push(("cpu.cache_size", Value::Int(c)));
+                }
+                want.extend([
+                    ("disk.count", Value::Int(disks)),
+                    ("system.uptime", Value::Float(uptime)),
+                    ("system.boot_time", Value::Int(btime)),
+                ]);
+                let got: Vec<(&str, Value)> = p.iter().map(|p| (p.name.as_str(), p.value)).collect();
+                assert_eq!(got, want, "{tree} {snap}");
+            }
+        }
+    }
+
+    #[test]
+    fn disk_count_from_partitions_without_sysfs() {
+        for tree in fixture::TREES {
+            let root = FixtureRoot::new(tree);
+            root.remove("sys/block");
+            let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+            let p = fixture::collect(m.as_mut(), 0.0);
+            assert_eq!(fixture::int(&p, "disk.count"), expected(tree).4, "{tree}");
+            root.remove("proc/partitions");
+            let p = fixture::collect(m.as_mut(), 1.0);
+            assert_eq!(fixture::value(&p, "disk.count"), None);
+        }
+    }
+
+    #[test]
+    fn speed_is_absent_without_a_source() {
+        let root = FixtureRoot::new("linux-4.19-synth");
+        root.remove("sys/devices");
+        let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+        let p = fixture::collect(m.as_mut(), 0.0);
+        assert_eq!(fixture::names(&p), ["cpu.cores", "disk.count", "system.uptime", "system.boot_time"]);
+    }
+
+    #[test]
+    fn speed_reads_only_the_first_block_by_key() {
+        let root = FixtureRoot::new("vm-6.18");
+        let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+        // The key moved and the second processor differs: still the first one's value.
+        root.write(
+            "proc/cpuinfo",
+            "processor\t: 0\nmodel name\t: X\nflags\t\t: a b\ncpu MHz\t\t: 1234.5\n\n\
+             processor\t: 1\ncpu MHz\t\t: 999.0\n\n",
+        );
+        let p = fixture::collect(m.as_mut(), 0.0);
+        assert_eq!(fixture::float(&p, "cpu.speed"), 1234.5);
+        assert_eq!(fixture::int(&p, "cpu.cores"), 2);
+    }
+
+    #[test]
+    fn config_and_missing_files() {
+        let root = FixtureRoot::new("vm-6.18");
+        match fixture::build_error(&SPEC, &root.ctx(), "{\n\n\"cores\": 4}") {
+            BuildError::Config(e) => assert_eq!((e.key.as_deref(), e.line), (Some("cores"), Some(3))),
+            BuildError::Unavailable(m) => panic!("{m}"),
+        }
+        for file in ["proc/uptime", "proc/stat", "proc/cpuinfo"] {
+            let root = FixtureRoot::new("vm-6.18");
+            root.remove(file);
+            match fixture::build_error(&SPEC, &root.ctx(), "{}") {
+                BuildError::Unavailable(m) => assert!(m.contains(file), "{m}"),
+                BuildError::Config(e) => panic!("{e}"),
+            }
+        }
+    }
+}
