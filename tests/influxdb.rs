@@ -628,3 +628,150 @@ fn influxdb08_emitter_takes_the_originals_conf() {
     assert_eq!(err.matches("InfluxDB 0.8's JSON API is gone").count(), 1, "{err}");
     assert!(err.contains(&format!("http://127.0.0.1:{port}/write?db=system_stats&precision=s")), "{err}");
 }
+
+// ---- the real modules, on a fixture tree ----
+
+fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for entry in std::fs::read_dir(src).expect("read fixture dir") {
+        let entry = entry.expect("dir entry");
+        let to = dst.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy fixture file");
+        }
+    }
+}
+
+/// One payload of every host module on the `vm-6.18` fixture tree (its second capture, so
+/// rates exist); filesystems are those of this machine that the tree's mount table names.
+fn real_payload() -> Payload {
+    use badger::plugin::{HostRoots, ModuleContext};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vm-6.18");
+    let dir = tmp();
+    let load = |snapshot: &str| {
+        for sub in ["proc", "sys"] {
+            let dst = dir.path().join(sub);
+            if dst.exists() {
+                std::fs::remove_dir_all(&dst).expect("clear");
+            }
+            copy_tree(&fixture.join(snapshot).join(sub), &dst);
+        }
+    };
+    load("t0");
+    let ctx = ModuleContext {
+        roots: HostRoots { proc: dir.path().join("proc"), sys: dir.path().join("sys"), host: "/".into() },
+    };
+    let confs = [
+        ("cpu", r#"{"per_core": true}"#),
+        ("load", "{}"),
+        ("disk", "{}"),
+        ("network", "{}"),
+        ("memory", "{}"),
+        ("system", "{}"),
+        ("process_stats", r#"{"processes": [{"name": "all", "pattern": ".*"}]}"#),
+    ];
+    let mut modules: Vec<_> = confs
+        .iter()
+        .map(|(name, text)| {
+            let spec = badger::modules::REGISTRY.iter().find(|s| s.name == *name).expect("module");
+            let conf = PluginConf::from_text(name, Path::new("conf.d/x.conf"), text);
+            match (spec.build)(&ctx, &conf) {
+                Ok(m) => m,
+                Err(e) => panic!("{name}: {e}"),
+            }
+        })
+        .collect();
+    let t = Instant::now();
+    let mut points = Vec::new();
+    for m in &mut modules {
+        m.collect(t, &mut points).expect("collect t0");
+    }
+    load("t1");
+    points.clear();
+    for m in &mut modules {
+        m.collect(t + Duration::from_secs(1), &mut points).expect("collect t1");
+    }
+    Payload { meta: meta(), timestamp: T0, points }
+}
+
+fn lines_of(p: &Payload, naming: badger::emitters::influxdb::Naming) -> (String, u64) {
+    let payloads = [Arc::new(p.clone())];
+    let blacklist = Matcher::default();
+    let mut out = String::new();
+    let mut n = 0;
+    for v in Batch::new(&payloads, &blacklist).payloads() {
+        n += badger::emitters::influxdb::line::encode_payload(&mut out, &v, naming);
+    }
+    (out, n)
+}
+
+#[test]
+fn every_stat_of_the_real_modules_goes_out_under_telegraf_names() {
+    use badger::emitters::influxdb::Naming;
+    let p = real_payload();
+    assert!(p.points.len() > 100, "{}", p.points.len());
+    let (badger_lines, n_badger) = lines_of(&p, Naming::Badger);
+    let (telegraf_lines, n_telegraf) = lines_of(&p, Naming::Telegraf);
+    // Nothing is dropped or merged away in either naming.
+    assert_eq!(n_badger, p.points.len() as u64);
+    assert_eq!(n_telegraf, p.points.len() as u64);
+    let telegraf_measurements =
+        ["cpu", "processes", "kernel", "system", "mem", "swap", "diskio", "disk", "net", "procstat", "procstat_lookup"];
+    let mut seen = std::collections::BTreeSet::new();
+    for line in telegraf_lines.lines() {
+        let measurement = line.split([',', ' ']).next().unwrap_or("");
+        assert!(telegraf_measurements.contains(&measurement), "{line}");
+        seen.insert(measurement);
+        if measurement == "cpu" {
+            assert!(line.contains(",cpu=cpu"), "every cpu line has a cpu tag: {line}");
+        }
+        if measurement == "diskio" && !line.contains(" count=") {
+            assert!(line.contains(",name="), "{line}");
+        }
+        if measurement == "disk" {
+            assert!(line.contains(",path=") && !line.contains("device=/dev/"), "{line}");
+        }
+    }
+    assert_eq!(seen.len(), telegraf_measurements.len(), "{seen:?}");
+    for want in [
+        "cpu,cluster=c1,cpu=cpu-total,datacenter=dc1,host=h1 usage_user=",
+        ",cpu=cpu0,",
+        "system,cluster=c1,datacenter=dc1,host=h1 load1=",
+        ",n_cpus=2i,",
+        "mem,cluster=c1,datacenter=dc1,host=h1 total=",
+        "swap,cluster=c1,datacenter=dc1,host=h1 used=",
+        "kernel,cluster=c1,datacenter=dc1,host=h1 processes_forked=",
+        " bytes_recv=",
+        ",weighted_io_time=",
+        ",inodes_used_percent=",
+        "procstat,cluster=c1,datacenter=dc1,host=h1,process_name=all ",
+    ] {
+        assert!(telegraf_lines.contains(want), "{want} missing from\n{telegraf_lines}");
+    }
+    if !influxd_available("every_stat_of_the_real_modules_goes_out_under_telegraf_names") {
+        return;
+    }
+    // InfluxDB takes every line of both namings.
+    let dir = tmp();
+    let server = Influxd::start(dir.path(), free_port(), None);
+    for (db, lines) in [("real_badger", &badger_lines), ("real_telegraf", &telegraf_lines)] {
+        let naming = if db == "real_badger" { "badger" } else { "telegraf" };
+        let mut e2 = emitter(&format!(r#"{{"url": "{}", "database": "{db}", "naming": "{naming}"}}"#, server.url()));
+        emit(&mut e2, vec![p.clone()]);
+        flush(&mut e2);
+        let stats = e2.stats();
+        assert_eq!(stats.sent_points.load(Ordering::Relaxed), p.points.len() as u64, "{db}");
+        assert_eq!(stats.rejected_records.load(Ordering::Relaxed), 0, "{db}");
+        let fields: usize = server
+            .query(db, "SHOW FIELD KEYS")
+            .get("results")
+            .and_then(|r| r[0]["series"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s["values"].as_array().map_or(0, |v| v.len()))
+            .sum();
+        assert!(fields > 90, "{db}: {fields} fields\n{lines}");
+    }
+}
