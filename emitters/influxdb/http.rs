@@ -97,7 +97,10 @@ pub struct HttpTransport {
     /// 1.x `/query`, when the database is created by badger.
     query_url: Option<String>,
     database: String,
-    user: Option<String>,
+    /// The 1.x API (else 2.x).
+    v1: bool,
+    /// Who the requests are made as, for messages: `user "bob"`, `the token` (never a secret).
+    identity: String,
     /// The `Authorization` header value (secret).
     authorization: Option<String>,
     /// The deflate state, made once and reset for every body (with gzip). Building it
@@ -132,7 +135,7 @@ impl HttpTransport {
             .into();
         let base = &target.base_url;
         let q = encode_query_value;
-        let (write_url, query_url, database, user, authorization) = match &target.api {
+        let (write_url, query_url, database, identity, authorization) = match &target.api {
             Api::V1 { database, retention_policy, user, password, create_database } => {
                 let mut url = format!("{base}/write?db={}", q(database));
                 if !retention_policy.is_empty() {
@@ -145,11 +148,16 @@ impl HttpTransport {
                     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
                 });
                 let query_url = create_database.then(|| format!("{base}/query"));
-                (url, query_url, database.clone(), user.clone(), auth)
+                let identity = match user {
+                    Some(u) => format!("user \"{u}\""),
+                    None => "an anonymous user".into(),
+                };
+                (url, query_url, database.clone(), identity, auth)
             }
             Api::V2 { org, bucket, token } => {
                 let url = format!("{base}/api/v2/write?org={}&bucket={}&precision=s", q(org), q(bucket));
-                (url, None, bucket.clone(), None, token.as_ref().map(|t| format!("Token {t}")))
+                let identity = if token.is_some() { "the token" } else { "a request without a token" };
+                (url, None, bucket.clone(), identity.to_string(), token.as_ref().map(|t| format!("Token {t}")))
             }
         };
         HttpTransport {
@@ -159,7 +167,8 @@ impl HttpTransport {
             create_pending: query_url.is_some(),
             query_url,
             database,
-            user,
+            v1: matches!(target.api, Api::V1 { .. }),
+            identity,
             authorization,
             deflate: target.gzip.then(|| Compress::new(Compression::fast(), false)),
             timeout: target.timeout,
@@ -229,12 +238,15 @@ impl HttpTransport {
                 self.create_pending = false;
                 Err(format!("creating database \"{}\": {text}", self.database))
             }
-            Answer::Status(s @ (401 | 403), text) => {
+            Answer::Status(401, text) => {
+                self.create_pending = false;
+                Err(format!("creating database \"{}\": HTTP 401 {text}: {}", self.database, self.refused()))
+            }
+            Answer::Status(403, text) => {
                 self.create_pending = false;
                 Err(format!(
-                    "creating database \"{}\": HTTP {s} {text}: {} may not create databases (create it yourself and set create_database: false)",
-                    self.database,
-                    self.who()
+                    "creating database \"{}\": HTTP 403 {text}: {} may not create databases (create it yourself, or set create_database: false)",
+                    self.database, self.identity
                 ))
             }
             Answer::Status(s, text) => {
@@ -245,10 +257,13 @@ impl HttpTransport {
         }
     }
 
-    fn who(&self) -> String {
-        match &self.user {
-            Some(u) => format!("user \"{u}\""),
-            None => "an anonymous user".into(),
+    /// What a 401 means for the configured credentials.
+    fn refused(&self) -> String {
+        match (&self.authorization, self.v1) {
+            (Some(_), true) => format!("the server refused the credentials of {}: check user and pass", self.identity),
+            (None, true) => "the server wants credentials: set user and pass".into(),
+            (Some(_), false) => "the server refused the token: check it".into(),
+            (None, false) => "the server wants a token: set token".into(),
         }
     }
 
@@ -277,10 +292,14 @@ impl HttpTransport {
                 let hint = if s == 413 { " (lower max_batch_bytes)" } else { "" };
                 Err(SendError::Reject(format!("HTTP {s} from {}: {text}{hint}", self.write_url)))
             }
-            Answer::Status(s @ (401 | 403), text) => Err(SendError::Retry(format!(
-                "HTTP {s} from {}: {text}: the server refused the credentials of {}; check the user and password (or token); the data is kept and sent once they work",
+            Answer::Status(401, text) => Err(SendError::Retry(format!(
+                "HTTP 401 from {}: {text}: {}; the data is kept and sent once they work",
                 self.write_url,
-                self.who()
+                self.refused()
+            ))),
+            Answer::Status(403, text) => Err(SendError::Retry(format!(
+                "HTTP 403 from {}: {text}: {} may not write there; grant it (the data is kept and sent once it may)",
+                self.write_url, self.identity
             ))),
             Answer::Status(s, text) => Err(SendError::Retry(format!("HTTP {s} from {}: {text}", self.write_url))),
             Answer::Failed(e) => Err(SendError::Retry(e)),
