@@ -326,7 +326,7 @@ fn gzip(c: &mut Compress, records: &[&[u8]], out: &mut Vec<u8>) -> Result<(), St
             out.reserve(input.len() / 2 + 256);
             let before = c.total_in();
             let status = c.compress_vec(input, out, flush).map_err(|e| e.to_string())?;
-            input = &input[(c.total_in() - before) as usize..];
+            input = input.get((c.total_in() - before) as usize..).unwrap_or_default();
             match (flush, status) {
                 (FlushCompress::Finish, Status::StreamEnd) => break,
                 (FlushCompress::Finish, _) => {}

@@ -268,13 +268,14 @@ fn base_url(c: &Config, conf: &PluginConf) -> Result<String, ConfigError> {
         }
         let url = url.trim();
         let lower = url.to_ascii_lowercase();
-        let rest = if lower.starts_with("http://") {
-            &url[7..]
+        let scheme = if lower.starts_with("http://") {
+            7
         } else if lower.starts_with("https://") {
-            &url[8..]
+            8
         } else {
             return Err(conf.error("url", format!("\"{url}\" is not an http:// or https:// URL")));
         };
+        let rest = url.get(scheme..).unwrap_or_default();
         let authority = rest.split('/').next().unwrap_or("");
         if authority.contains('@') {
             return Err(
