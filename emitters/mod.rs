@@ -5,6 +5,7 @@ use crate::plugin::EmitterSpec;
 
 pub mod exec;
 pub mod graphite;
+pub mod influxdb;
 pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -16,6 +17,7 @@ pub mod stdout_pretty;
 pub static REGISTRY: &[&EmitterSpec] = &[
     &stdout::SPEC,
     &stdout_pretty::SPEC,
+    &influxdb::SPEC,
     &graphite::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,
