@@ -69,15 +69,15 @@ pub fn load(path: &Path, reg: &Registries, running: &[String]) -> Result<Plan, L
 
 /// Loads the config and sets up logging; on failure prints why and gives the exit code.
 fn start(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) -> Result<Plan, i32> {
-    let plan = load(path, reg, &[]).map_err(|e| {
+    let fail = |e: &dyn std::fmt::Display| {
         eprintln!("badger: {e}");
         EXIT_CONFIG
-    })?;
-    crate::logging::configure(&plan.config.core.log, log_override).map_err(|e| {
-        eprintln!("badger: cannot open the log file: {e}");
-        EXIT_CONFIG
-    })?;
-    Ok(plan)
+    };
+    let config = Config::load(path, reg).map_err(|e| fail(&e))?;
+    // Logging first, so what plugins log while they are built is not lost.
+    crate::logging::configure(&config.core.log, log_override)
+        .map_err(|e| fail(&format!("cannot open the log file: {e}")))?;
+    plan(config, reg, &[]).map_err(|e| fail(&LoadError(e)))
 }
 
 fn epoch_now() -> Duration {

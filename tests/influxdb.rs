@@ -672,6 +672,7 @@ fn real_payload() -> Payload {
     load("t0");
     let ctx = ModuleContext {
         roots: HostRoots { proc: dir.path().join("proc"), sys: dir.path().join("sys"), host: "/".into() },
+        ..Default::default()
     };
     let confs = [
         ("cpu", r#"{"per_core": true}"#),

@@ -80,8 +80,8 @@ fn each_format_arrives_exactly_with_the_hostname_as_key() {
     assert!(json[1].text().contains(r#""timestamp":1700000001,"#));
     assert_eq!(
         influx[1].text(),
-        "load,datacenter=dc1,zone=z\\ 1,host=h1 one=0.25 1700000001\n\
-         disk,datacenter=dc1,zone=z\\ 1,host=h1,device=sda reads=42i 1700000001\n"
+        "load,datacenter=dc1,host=h1,zone=z\\ 1 one=0.25 1700000001\n\
+         disk,datacenter=dc1,device=sda,host=h1,zone=z\\ 1 reads=42i 1700000001\n"
     );
     assert_eq!(
         graphite[0].text(),
@@ -342,7 +342,7 @@ fn the_binary_sends_one_tick_in_each_format() {
     assert_eq!(
         influx[0].text(),
         format!(
-            "load,datacenter=dc1,host=e2e-host one=1.0,five=2.5,fifteen=3.0,runnable_entities=1i,total_entities=100i {ts}\n"
+            "load,datacenter=dc1,host=e2e-host one=1,five=2.5,fifteen=3,runnable_entities=1i,total_entities=100i {ts}\n"
         )
     );
     let ts = graphite[0].timestamp.expect("a timestamp") / 1000;

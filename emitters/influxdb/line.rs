@@ -46,8 +46,13 @@ pub fn encode_payload(out: &mut String, p: &PayloadView<'_>, naming: Naming) -> 
     let mut lines: Vec<Line<'_>> = Vec::with_capacity(16);
     for point in p.points() {
         let (measurement, field, tag_map) = target(point, naming);
-        let same =
-            |l: &Line<'_>| l.measurement == measurement && l.tag_map == tag_map && tags_eq(l.point_tags, &point.tags);
+        // A line takes a field once: a repeated field starts a new line of the same series.
+        let same = |l: &Line<'_>| {
+            l.measurement == measurement
+                && l.tag_map == tag_map
+                && tags_eq(l.point_tags, &point.tags)
+                && !l.fields.iter().any(|(f, _)| *f == field)
+        };
         // Points of one line usually come one after the other: rposition looks at the last first.
         match lines.iter().rposition(same) {
             Some(i) => lines[i].fields.push((field, point.value)),

@@ -2,17 +2,15 @@
 //! through the outbox (and its spool).
 //!
 //! * `json`: the payload as one compact JSON object, the original's shape ([`json`]).
-//! * `influx`: InfluxDB line protocol, one line per run of points that share a measurement
-//!   and tags (`load,host=h1 one=0.5,total_entities=100i 1700000000`), timestamps in seconds.
+//! * `influx`: InfluxDB line protocol as the `influxdb` emitter writes it (badger naming):
+//!   one line per series, tags sorted (`load,host=h1 one=0.5,total_entities=100i 1700000000`),
+//!   timestamps in seconds.
 //! * `graphite`: Graphite plaintext, one `path value timestamp` line per point.
 //!
 //! Every line of `influx` and `graphite` ends with `\n`; a `json` message has no newline.
 
-use std::fmt::Write;
-
-use crate::emitters::json;
+use crate::emitters::{graphite, influxdb, json};
 use crate::plugin::PayloadView;
-use crate::point::{HostMeta, Value};
 
 /// How a payload is written into a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,168 +30,23 @@ impl Format {
     }
 }
 
-/// Appends the message of one payload to `out`. A point whose value is not finite (never
-/// produced by a built-in module) has no form in line protocol or Graphite and is left out
-/// of those formats.
+/// Appends the message of one payload to `out`, with the same encoders as the `influxdb`
+/// (badger naming) and `graphite` (plaintext) emitters, so a format means the same bytes
+/// whichever emitter sends it. A point whose value is not finite (never produced by a
+/// built-in module) has no form in line protocol or Graphite and is left out of those.
 pub fn write_message(out: &mut String, format: Format, prefix: &str, p: &PayloadView<'_>) {
     match format {
         Format::Json => json::write_payload(out, p, false),
-        Format::Influx => write_influx(out, p),
-        Format::Graphite => write_graphite(out, prefix, p),
-    }
-}
-
-// ---- influx ---------------------------------------------------------------------------------
-
-/// Line protocol: `measurement[,tag=value…] field=value[,field=value…] timestamp`.
-///
-/// Tags: the host metadata that is not empty (`datacenter`, `region`, `zone`, `cluster`,
-/// `host` = hostname), then the point's own tags. Consecutive points with the same
-/// measurement and tags share a line. Ints get the `i` suffix; floats print like Python's
-/// `repr` (`0.5`, `2.0`, `1e-05`), which InfluxDB reads as floats.
-pub fn write_influx(out: &mut String, p: &PayloadView<'_>) {
-    let meta = p.meta();
-    let mut host_tags = String::new();
-    for (k, v) in host_tag_pairs(meta) {
-        write_tag(&mut host_tags, k, v);
-    }
-    let ts = p.timestamp();
-    // The measurement+tags part of the line being written, to append fields to it.
-    let mut series = String::new();
-    let mut fields: Vec<&str> = Vec::new();
-    let mut open = false;
-    for point in p.points() {
-        let measurement = point.measurement.as_ref();
-        let field = point.field.as_ref();
-        if measurement.is_empty() || is_unusable_key(field) || !finite(point.value) {
-            continue;
+        Format::Influx => {
+            influxdb::line::encode_payload(out, p, influxdb::Naming::Badger);
         }
-        let mut this = String::with_capacity(series.len());
-        escape_into(&mut this, measurement, Escape::Measurement);
-        this.push_str(&host_tags);
-        for (k, v) in &point.tags {
-            write_tag(&mut this, k, v);
-        }
-        let same = open && this == series && !fields.contains(&field);
-        if same {
-            out.push(',');
-        } else {
-            if open {
-                let _ = writeln!(out, " {ts}");
-            }
-            out.push_str(&this);
-            out.push(' ');
-            series = this;
-            fields.clear();
-            open = true;
-        }
-        fields.push(field);
-        escape_into(out, field, Escape::Key);
-        out.push('=');
-        match point.value {
-            Value::Int(i) => {
-                let _ = write!(out, "{i}i");
-            }
-            Value::Float(f) => json::write_float(out, f),
+        Format::Graphite => {
+            let mut bytes = Vec::new();
+            graphite::Encoder::new(graphite::Protocol::Tcp, prefix, false, 0).encode(p, &mut bytes);
+            // Sanitised paths, numbers and timestamps: always ASCII.
+            out.push_str(&String::from_utf8_lossy(&bytes));
         }
     }
-    if open {
-        let _ = writeln!(out, " {ts}");
-    }
-}
-
-fn host_tag_pairs(meta: &HostMeta) -> impl Iterator<Item = (&'static str, &str)> {
-    [
-        ("datacenter", meta.datacenter.as_str()),
-        ("region", meta.region.as_str()),
-        ("zone", meta.zone.as_str()),
-        ("cluster", meta.cluster.as_str()),
-        ("host", meta.hostname.as_str()),
-    ]
-    .into_iter()
-}
-
-/// `,key=value`; left out when the key or the value cannot be written (see [`is_unusable_key`]).
-fn write_tag(out: &mut String, key: &str, value: &str) {
-    if is_unusable_key(key) || is_unusable_key(value) {
-        return;
-    }
-    out.push(',');
-    escape_into(out, key, Escape::Key);
-    out.push('=');
-    escape_into(out, value, Escape::Key);
-}
-
-/// Empty, or nothing left once trailing backslashes (which would escape the separator after
-/// them) are removed.
-fn is_unusable_key(s: &str) -> bool {
-    s.trim_end_matches('\\').is_empty()
-}
-
-fn finite(v: Value) -> bool {
-    match v {
-        Value::Int(_) => true,
-        Value::Float(f) => f.is_finite(),
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Escape {
-    /// Measurement: `,` and space.
-    Measurement,
-    /// Tag key, tag value, field key: `,`, `=` and space.
-    Key,
-}
-
-/// Escapes line-protocol specials with a backslash; tab, newline, carriage return and form
-/// feed become `\t`, `\n`, `\r`, `\f` (they cannot appear raw); trailing backslashes are
-/// dropped.
-fn escape_into(out: &mut String, s: &str, how: Escape) {
-    for c in s.trim_end_matches('\\').chars() {
-        match c {
-            ',' | ' ' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '=' if how == Escape::Key => out.push_str("\\="),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\u{c}' => out.push_str("\\f"),
-            c => out.push(c),
-        }
-    }
-}
-
-// ---- graphite -------------------------------------------------------------------------------
-
-/// Graphite plaintext: `[prefix.]datacenter.region.zone.cluster.hostname.<stat> value ts`,
-/// empty parts left out, every character outside `[A-Za-z0-9_.-]` replaced by `_`.
-pub fn write_graphite(out: &mut String, prefix: &str, p: &PayloadView<'_>) {
-    let meta = p.meta();
-    let mut base = String::new();
-    for part in [prefix, &meta.datacenter, &meta.region, &meta.zone, &meta.cluster, &meta.hostname] {
-        if !part.is_empty() {
-            sanitize_into(&mut base, part);
-            base.push('.');
-        }
-    }
-    let ts = p.timestamp();
-    for point in p.points() {
-        if !finite(point.value) || point.name.is_empty() {
-            continue;
-        }
-        out.push_str(&base);
-        sanitize_into(out, &point.name);
-        out.push(' ');
-        json::write_value(out, point.value);
-        let _ = writeln!(out, " {ts}");
-    }
-}
-
-/// Appends `s` with every character outside `[A-Za-z0-9_.-]` replaced by `_`.
-pub fn sanitize_into(out: &mut String, s: &str) {
-    out.extend(s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' }));
 }
 
 // ---- the outbox record ----------------------------------------------------------------------
@@ -250,7 +103,7 @@ mod tests {
     use super::*;
     use crate::matcher::Matcher;
     use crate::plugin::Batch;
-    use crate::point::{Payload, Point};
+    use crate::point::{HostMeta, Payload, Point, Value};
 
     fn meta(dc: &str, cluster: &str, host: &str) -> Arc<HostMeta> {
         Arc::new(HostMeta {
@@ -290,10 +143,10 @@ mod tests {
         let out = render(Format::Influx, "", Payload { meta: meta("dc1", "", "h1"), timestamp: 1_700_000_000, points });
         assert_eq!(
             out,
-            "load,datacenter=dc1,host=h1 one=0.5,five=2.0,total_entities=100i 1700000000\n\
-             disk,datacenter=dc1,host=h1,device=sda reads=7i 1700000000\n\
-             disk,datacenter=dc1,host=h1,device=sdb reads=8i 1700000000\n\
-             x,datacenter=dc1,host=h1 tiny=1e-05 1700000000\n"
+            "load,datacenter=dc1,host=h1 one=0.5,five=2,total_entities=100i 1700000000\n\
+             disk,datacenter=dc1,device=sda,host=h1 reads=7i 1700000000\n\
+             disk,datacenter=dc1,device=sdb,host=h1 reads=8i 1700000000\n\
+             x,datacenter=dc1,host=h1 tiny=0.00001 1700000000\n"
         );
     }
 
@@ -318,7 +171,7 @@ mod tests {
             Point::simple("", "no_measurement", "", Value::Int(1)),
         ];
         let out = render(Format::Influx, "", Payload { meta: meta("", "c 1", "h=1"), timestamp: 5, points });
-        assert_eq!(out, "m\\ x\\,y=z,cluster=c\\ 1,host=h\\=1,t\\ k=v\\=1\\,2\\ 3\\n,slash=a f\\=1\\ a\\,b=-3i 5\n");
+        assert_eq!(out, "m\\ x\\,y=z,cluster=c\\ 1,host=h\\=1,slash=a,t\\ k=v\\=1\\,2\\ 3\\n f\\=1\\ a\\,b=-3i 5\n");
     }
 
     #[test]

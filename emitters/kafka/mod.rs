@@ -18,7 +18,7 @@
 //!   with precision `s`; host metadata that is not empty becomes tags, `hostname` as
 //!   `host`; points of one measurement and tags share a line; ints carry `i`):
 //!   ```text
-//!   load,datacenter=dc1,cluster=c1,host=h1 one=0.5,total_entities=100i 1700000000
+//!   load,cluster=c1,datacenter=dc1,host=h1 one=0.5,total_entities=100i 1700000000
 //!   ```
 //! * `graphite` (plaintext protocol; path = `[prefix.]datacenter.region.zone.cluster.hostname.<stat>`
 //!   with empty parts left out and every character outside `[A-Za-z0-9_.-]` replaced by `_`):
@@ -358,8 +358,7 @@ impl Settings {
         if !c.prefix.is_empty() && format != Format::Graphite {
             return Err(conf.error("prefix", "only used with \"format\": \"graphite\""));
         }
-        let mut prefix = String::new();
-        encode::sanitize_into(&mut prefix, c.prefix.trim_matches('.'));
+        let prefix = super::graphite::clean_prefix(&c.prefix);
 
         let timeout = shared.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
         if timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT {

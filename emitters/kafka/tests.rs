@@ -156,7 +156,7 @@ fn influx_and_graphite_messages_are_exact() {
     emit(&mut graphite, &[payload("h2", 1_700_000_000)]);
     let got = consume(&b, "lines", 2);
     assert_eq!(got[0].key.as_deref(), Some(&b"h1"[..]));
-    assert_eq!(text(&got[0]), "load,datacenter=dc1,cluster=c1,host=h1 one=0.5,total_entities=100i 1700000000\n");
+    assert_eq!(text(&got[0]), "load,cluster=c1,datacenter=dc1,host=h1 one=0.5,total_entities=100i 1700000000\n");
     assert_eq!(got[1].key.as_deref(), Some(&b"h2"[..]));
     assert_eq!(
         text(&got[1]),
