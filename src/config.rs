@@ -71,6 +71,8 @@ pub struct CoreConfig {
     pub module_timeout: Duration,
     /// Payloads an emitter's queue holds before the oldest is dropped.
     pub queue_size: usize,
+    /// The agent's HTTP listener (`core.http_listen`); `None`: no listener.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +265,15 @@ fn core_config(
     if queue_size == 0 {
         return Err(err("queue_size", "must be at least 1".into()));
     }
+    let http_listen = match raw.http_listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+            err(
+                "http_listen",
+                format!("\"{a}\": {e}; use an address and a port, e.g. \"127.0.0.1:9273\" or \"[::1]:9273\""),
+            )
+        })?),
+    };
     Ok(CoreConfig {
         datacenter: raw.datacenter.clone(),
         region: raw.region.clone(),
@@ -279,6 +290,7 @@ fn core_config(
         },
         module_timeout,
         queue_size,
+        http_listen,
     })
 }
 
@@ -339,6 +351,7 @@ struct RawCore {
     host_root: Option<PathBuf>,
     module_timeout: Option<Seconds>,
     queue_size: Option<usize>,
+    http_listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

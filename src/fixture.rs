@@ -84,7 +84,7 @@ impl FixtureRoot {
     }
 
     pub fn ctx(&self) -> ModuleContext {
-        ModuleContext { roots: self.roots() }
+        ModuleContext { roots: self.roots(), ..ModuleContext::default() }
     }
 
     /// A path inside the copy, e.g. `path("proc/diskstats")`.

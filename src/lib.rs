@@ -1,17 +1,21 @@
 //! badger: a per-host Linux stats agent, the successor of Stat Badger.
 //!
 //! Dependency direction (one way): the point model and plugin API ([`point`], [`plugin`],
-//! [`matcher`], [`rate`], [`procfile`]) ← [`modules`] and [`emitters`] ← the core
+//! [`matcher`], [`rate`], [`procfile`], [`http`], [`telemetry`], [`promtext`]) ←
+//! [`modules`] and [`emitters`] ← the core
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
 #[cfg(test)]
 pub mod fixture;
+pub mod http;
 pub mod matcher;
 pub mod plugin;
 pub mod point;
 pub mod procfile;
+pub mod promtext;
 pub mod rate;
+pub mod telemetry;
 
 #[path = "../modules/mod.rs"]
 pub mod modules;
@@ -23,5 +27,6 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod hostmeta;
+pub mod httpd;
 pub mod logging;
 pub mod scheduler;

@@ -16,8 +16,10 @@ use std::time::Instant;
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
+use crate::http::HttpRoutes;
 use crate::matcher::Matcher;
 use crate::point::{HostMeta, Payload, Point};
+use crate::telemetry::Telemetry;
 
 /// Keys that every module and emitter takes; the core reads them, plugins never see them.
 pub const COMMON_KEYS: &[&str] = &["interval", "blacklist", "timeout"];
@@ -52,12 +54,20 @@ impl HostRoots {
 #[derive(Debug, Clone, Default)]
 pub struct ModuleContext {
     pub roots: HostRoots,
+    /// Routes the module serves on the agent's HTTP listener.
+    pub http: HttpRoutes,
+    /// badger's own counters (the `internal` module reads them).
+    pub telemetry: Telemetry,
 }
 
 /// What an emitter's `build` gets besides its config.
 #[derive(Debug, Clone, Default)]
 pub struct EmitterContext {
     pub meta: Arc<HostMeta>,
+    /// Routes the emitter serves on the agent's HTTP listener.
+    pub http: HttpRoutes,
+    /// Where the emitter publishes its own counters (e.g. its outbox's).
+    pub telemetry: Telemetry,
 }
 
 /// A stats module. `collect` is called on the module's own thread; it may block (the core

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::agent::{default_emitter, plan, Agent, Plan, Planned, RateLimit};
+use crate::agent::{default_emitter, plan, Agent, Plan, Planned, RateLimit, Running};
 use crate::config::{Config, LoadError, Registries};
 use crate::plugin::EmitterSpec;
 
@@ -62,7 +62,7 @@ impl Systemd {
 }
 
 /// Loads a config and builds its plugins (keeping the `running` ones).
-pub fn load(path: &Path, reg: &Registries, running: &[String]) -> Result<Plan, LoadError> {
+pub fn load(path: &Path, reg: &Registries, running: &Running) -> Result<Plan, LoadError> {
     let config = Config::load(path, reg)?;
     Ok(plan(config, reg, running)?)
 }
@@ -81,7 +81,7 @@ fn align() -> (Instant, i64) {
 
 /// Runs the agent until `Control::Stop`. Returns the process exit code.
 pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, control: &Receiver<Control>) -> i32 {
-    let plan = match load(path, reg, &[]) {
+    let plan = match load(path, reg, &Running::default()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("badger: {e}");
@@ -179,7 +179,7 @@ pub enum Probe<'a> {
 
 /// Collects, waits one second so rates exist, collects again and emits that payload.
 pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, how: Probe<'_>) -> i32 {
-    let mut plan = match load(path, reg, &[]) {
+    let mut plan = match load(path, reg, &Running::default()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("badger: {e}");
@@ -222,7 +222,7 @@ pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilte
 
 /// Validates the whole config and prints what would run. Exit 0, or 2 with the error.
 pub fn check(path: &Path, reg: &Registries) -> i32 {
-    let plan = match load(path, reg, &[]) {
+    let plan = match load(path, reg, &Running::default()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("badger: {e}");
