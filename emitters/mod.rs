@@ -8,6 +8,8 @@ pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod outbox;
+pub mod prometheus;
+pub mod pushgateway;
 pub mod stdout;
 pub mod stdout_pretty;
 
@@ -16,6 +18,8 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &stdout::SPEC,
     &stdout_pretty::SPEC,
     &graphite::SPEC,
+    &prometheus::SPEC,
+    &pushgateway::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,
 ];

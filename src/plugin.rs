@@ -326,6 +326,31 @@ impl PluginConf {
     }
 }
 
+/// Deserializes a duration: a number of seconds (`5`, `0.5`) or a string with a unit
+/// (`"500ms"`, `"30s"`, `"2m"`). For plugin config keys: `#[serde(deserialize_with = "de_duration")]`.
+pub fn de_duration<'de, D: de::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = std::time::Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration: a number of seconds or a string like \"500ms\" or \"30s\"")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(std::time::Duration::from_secs(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v).map(std::time::Duration::from_secs).map_err(|_| E::custom("must not be negative"))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            std::time::Duration::try_from_secs_f64(v).map_err(|_| E::custom("must be a non-negative number"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            humantime::parse_duration(v.trim()).map_err(|e| E::custom(format!("\"{v}\": {e}")))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// Finds the line of the first `"key"` followed by `:`.
 pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let needle = format!("\"{key}\"");
