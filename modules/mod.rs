@@ -9,8 +9,17 @@ pub mod load;
 pub mod memory;
 pub mod network;
 pub mod process_stats;
+pub mod prometheus_scrape;
 pub mod system;
 
 /// Every built-in module, in the order `--check` lists them.
-pub static REGISTRY: &[&ModuleSpec] =
-    &[&cpu::SPEC, &load::SPEC, &disk::SPEC, &network::SPEC, &memory::SPEC, &system::SPEC, &process_stats::SPEC];
+pub static REGISTRY: &[&ModuleSpec] = &[
+    &cpu::SPEC,
+    &load::SPEC,
+    &disk::SPEC,
+    &network::SPEC,
+    &memory::SPEC,
+    &system::SPEC,
+    &process_stats::SPEC,
+    &prometheus_scrape::SPEC,
+];

@@ -185,7 +185,22 @@ impl Config {
             if !seen.insert(name.clone()) {
                 return Err(name_error(path, &text, "emitters", &name, "emitter listed twice").into());
             }
-            emitters.push(plugin_entry(&name, kind, &conf_dir)?);
+            let entry = plugin_entry(&name, kind, &conf_dir)?;
+            if let Some(m) = modules.iter().find(|m: &&PluginEntry| m.conf.file == entry.conf.file) {
+                return Err(name_error(
+                    path,
+                    &text,
+                    "emitters",
+                    &name,
+                    &format!(
+                        "the module \"{}\" reads the same file {}: give one of them its own conf dir",
+                        m.name,
+                        entry.conf.file.display()
+                    ),
+                )
+                .into());
+            }
+            emitters.push(entry);
         }
         Ok(Config { file: path.to_path_buf(), core, modules, emitters })
     }
