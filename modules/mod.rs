@@ -10,6 +10,7 @@ pub mod memory;
 pub mod network;
 pub mod process_stats;
 pub mod prometheus_scrape;
+pub mod pushgateway_receiver;
 pub mod system;
 
 /// Every built-in module, in the order `--check` lists them.
@@ -22,4 +23,5 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &system::SPEC,
     &process_stats::SPEC,
     &prometheus_scrape::SPEC,
+    &pushgateway_receiver::SPEC,
 ];
