@@ -1,5 +1,7 @@
-//! `pushgateway`: pushes the exposition of the `prometheus` emitter (same names, labels and
-//! types, every current series) to a Prometheus Pushgateway, once per `interval`.
+//! `pushgateway`: pushes every current point to a Prometheus Pushgateway on its interval.
+//!
+//! It pushes the exposition of the `prometheus` emitter (same names, labels and types,
+//! every current series), once per `interval`.
 //!
 //! The push goes to `<url>/metrics/job/<job>[/instance/<instance>][/<label>/<value>…]`
 //! (a value that holds `/` or is empty is sent base64url-encoded, as `<label>@base64/…`), with
@@ -12,7 +14,7 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `url` | `"http://127.0.0.1:9091"` | the Pushgateway (`http://` or `https://`, host and port, optionally a path prefix) |
+//! | `url` | `"http://127.0.0.1:9091"` | the Pushgateway: `http://`, host and port, optionally a path prefix (https is not built in) |
 //! | `job` | `"badger"` | the `job` of the grouping key |
 //! | `instance` | the host name | the `instance` of the grouping key; `""` leaves it out |
 //! | `grouping` | `{}` | more labels of the grouping key, e.g. `{"cluster": "web"}` |
@@ -142,7 +144,7 @@ impl Source for PushStats {
         f("sent_batches", v(&self.sent_batches));
         f("sent_points", v(&self.sent_points));
         f("retries", v(&self.retries));
-        f("last_send_micros", v(&self.last_send_micros));
+        f("write_micros", v(&self.last_send_micros));
     }
 }
 

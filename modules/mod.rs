@@ -5,6 +5,7 @@ use crate::plugin::ModuleSpec;
 
 pub mod cpu;
 pub mod disk;
+pub mod internal;
 pub mod load;
 pub mod memory;
 pub mod network;
@@ -24,4 +25,5 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &process_stats::SPEC,
     &prometheus_scrape::SPEC,
     &pushgateway_receiver::SPEC,
+    &internal::SPEC,
 ];

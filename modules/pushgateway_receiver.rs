@@ -1,6 +1,8 @@
-//! `pushgateway_receiver`: a push gateway on the agent's HTTP listener
-//! (`POST`/`PUT /metrics/job/<job>[/<label>/<value>…]`, needs `core.http_listen`); the
-//! accepted samples become points at the next collection.
+//! `pushgateway_receiver`: a push gateway (`POST`/`PUT /metrics/job/<job>`) whose samples become points.
+//!
+//! It serves `POST`/`PUT /metrics/job/<job>[/<label>/<value>…]` on the agent's HTTP
+//! listener (needs `core.http_listen`); the accepted samples become points at the next
+//! collection.
 //!
 //! A push is handled by the rules of InfluxDB's telemetry push gateway: `GET` and `HEAD` are
 //! answered 303 See Other to `redirect`; methods other than `POST`/`PUT` 405 with

@@ -93,10 +93,12 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let port = free_port();
     let main = format!(
         r#"{{ "core": {{ "datacenter": "dc1", "hostname": "h1", "ipv4": "", "ipv6": "", "http_listen": "127.0.0.1:{port}" }},
-            "modules": ["cpu", "load", "disk", "network", "memory", "system"],
-            "emitters": ["prometheus"] }}"#
+            "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
+            "emitters": ["prometheus", "graphite"] }}"#
     );
-    let c = TempConfig::new(&main, &[("cpu", r#"{"per_core": true}"#)]);
+    // graphite points at a closed port: its outbox counts retries and holds bytes.
+    let graphite = format!(r#"{{"port": {}, "retry_initial": "100ms", "retry_max": "200ms"}}"#, free_port());
+    let c = TempConfig::new(&main, &[("cpu", r#"{"per_core": true}"#), ("internal", "{}"), ("graphite", &graphite)]);
     let _agent = Agent::start(&c);
     let url = format!("http://127.0.0.1:{port}/metrics");
     // Rates appear from the second collection on.
@@ -109,6 +111,22 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     assert!(body.contains("mem_memtotal_bytes{"), "{body}");
     assert!(body.contains("cpu_ctxt_per_second{"), "{body}");
     assert!(!body.contains("_bits"), "bits are left out: {body}");
+    // internal: badger's own metrics, with the graphite emitter's outbox.
+    let body = wait_for(Duration::from_secs(10), "graphite retries on /metrics", || {
+        let (_, _, body) = try_get(&url).ok()?;
+        body.contains("badger_emitter_retries{emitter=\"graphite\"").then_some(body)
+    });
+    for want in [
+        "badger_ticks{",
+        "badger_module_runs{module=\"cpu\",",
+        "badger_module_collect_micros{module=\"load\",",
+        "badger_emitter_batches{emitter=\"prometheus\",",
+        "badger_emitter_queued_bytes{emitter=\"graphite\",",
+        "badger_rss_bytes{",
+        "badger_cpu_seconds{",
+    ] {
+        assert!(body.contains(want), "{want}: {body}");
+    }
     let (ok, out) = promtool_check(&body);
     assert!(ok, "promtool check metrics failed:\n{out}\n--- body:\n{body}");
 

@@ -1,6 +1,6 @@
-//! `prometheus`: serves every current point on the agent's HTTP listener (`GET /metrics`
-//! on `core.http_listen`) in the Prometheus text format 0.0.4, for a Prometheus server to
-//! scrape. It needs `core.http_listen`.
+//! `prometheus`: serves every current point at `GET /metrics` for Prometheus (text format 0.0.4).
+//!
+//! The exposition is served on the agent's HTTP listener, so it needs `core.http_listen`.
 //!
 //! **Series.** The emitter keeps the latest value of every series it was sent; a series
 //! that no payload has updated for `expire_after` disappears (a vanished disk, a stopped

@@ -1,6 +1,8 @@
-//! `prometheus_scrape`: scrapes Prometheus endpoints (`targets`, and the instances of `apps`) and
-//! turns their samples into points; serves the merged exposition of an app's instances on
-//! the agent's HTTP listener, as promfetcher did for Cloud Foundry apps.
+//! `prometheus_scrape`: scrapes Prometheus endpoints and apps' instances into points; serves `/v1/apps/{app}/metrics`.
+//!
+//! It scrapes `targets` and the instances of `apps`, turns their samples into points, and
+//! serves the merged exposition of an app's instances on the agent's HTTP listener, as
+//! promfetcher did for Cloud Foundry apps.
 //!
 //! **Scraping.** Every collection starts a round that scrapes every target and every
 //! instance of every app, at most `concurrency` at once, each bounded by `scrape_timeout`
