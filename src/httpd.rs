@@ -114,3 +114,23 @@ async fn dispatch(router: Arc<RwLock<Router>>, req: Request) -> axum::response::
         Err(never) => match never {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, plugin: &str) -> Route {
+        Route { path: path.into(), plugin: plugin.into(), handler: axum::routing::get(|| async { "" }) }
+    }
+
+    #[test]
+    fn clashing_routes_are_errors_that_name_both_plugins() {
+        assert!(build_router(&[route("/metrics", "prometheus"), route("/metrics/job/{*rest}", "receiver")]).is_ok());
+        let e = build_router(&[route("/metrics", "a"), route("/metrics", "b")]).unwrap_err();
+        assert_eq!(e, "\"a\" and \"b\" both serve /metrics");
+        assert!(build_router(&[route("metrics", "a")]).unwrap_err().contains("does not start with /"));
+        // Paths axum itself refuses are reported, not a crash.
+        let e = build_router(&[route("/x/{*a}", "a"), route("/x/{*b}", "b")]).unwrap_err();
+        assert!(e.contains("clash"), "{e}");
+    }
+}

@@ -235,6 +235,13 @@ pub fn check(path: &Path, reg: &Registries) -> i32 {
         "host: datacenter={:?} region={:?} zone={:?} cluster={:?} hostname={:?} ipv4={:?} ipv6={:?}",
         m.datacenter, m.region, m.zone, m.cluster, m.hostname, m.ipv4, m.ipv6
     );
+    if let Some(addr) = plan.config.core.http_listen {
+        let mut paths: Vec<String> =
+            plan.routes.values().flatten().map(|r| format!("{} ({})", r.path, r.plugin)).collect();
+        paths.sort();
+        let served = if paths.is_empty() { "no routes".to_string() } else { paths.join(", ") };
+        println!("http: {addr}: {served}");
+    }
     let line = |kind: &str, e: &crate::config::PluginEntry, status: String| {
         let conf =
             if e.conf.file.exists() { e.conf.file.display().to_string() } else { "(defaults; no conf file)".into() };

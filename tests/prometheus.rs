@@ -223,13 +223,13 @@ fn a_plugin_that_serves_http_needs_core_http_listen() {
     assert_eq!(o.status.code(), Some(2));
     let e = common::stderr(&o);
     assert!(e.contains("key \"core.http_listen\": \"prometheus\" serves the Prometheus exposition on /metrics"), "{e}");
-    // Two emitters on one path are refused, naming both.
     let c = TempConfig::new(
         r#"{ "core": {"http_listen": "127.0.0.1:0"}, "modules": ["load"], "emitters": ["prometheus", "stdout"] }"#,
         &[],
     );
     let o = common::run(&["--check", "-f", "config.json"], c.dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert!(common::stdout(&o).contains("http: 127.0.0.1:0: /metrics (prometheus)\n"), "{}", common::stdout(&o));
     let c =
         TempConfig::new(r#"{ "core": {"http_listen": "nowhere"}, "modules": ["load"], "emitters": ["stdout"] }"#, &[]);
     let o = common::run(&["--check", "-f", "config.json"], c.dir.path());
