@@ -300,3 +300,47 @@ fn a_push_reaches_the_prometheus_emitter() {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
 }
+
+/// C.5 check 8, end to end: badger's `pushgateway` emitter (the pusher) pushes to the
+/// receiver (the gateway), which takes the push (202) and stamps it; the samples come out
+/// as points with the grouping labels. The original's family filter is the emitter's
+/// blacklist here.
+#[test]
+fn c5_8_the_pusher_pushes_into_the_receiver() {
+    use std::sync::Arc;
+
+    use badger::emitters::pushgateway;
+    use badger::matcher::Matcher;
+    use badger::plugin::{Batch, EmitterContext};
+    use badger::point::{HostMeta, Payload};
+
+    let mut r = Receiver::new("{}");
+    let meta = Arc::new(HostMeta { hostname: "h1".into(), ..HostMeta::default() });
+    let ctx = EmitterContext { meta: meta.clone(), ..EmitterContext::default() };
+    let conf = format!(r#"{{"url": "http://{}", "job": "badger"}}"#, r.server.local_addr());
+    let conf = PluginConf::from_text("pushgateway", Path::new("conf.d/pushgateway.conf"), &conf);
+    let Ok(mut pusher) = (pushgateway::SPEC.build)(&ctx, &conf) else { panic!("pushgateway") };
+    let payload = Arc::new(Payload {
+        meta,
+        timestamp: 1,
+        points: vec![
+            Point::simple("load", "one", "", Value::Float(0.5)),
+            Point::simple("load", "five", "", Value::Float(0.25)),
+        ],
+    });
+    let blacklist = Matcher::new(&badger::matcher::NameList(vec!["load.five".to_string()])).unwrap();
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    // A payload older than expire_after is not pushed: nothing to push, no request.
+    pusher.emit(&Batch::new(std::slice::from_ref(&payload), &blacklist)).expect("push");
+    assert!(r.collect().is_empty());
+    let fresh = Arc::new(Payload { timestamp: before as i64, ..(*payload).clone() });
+    pusher.emit(&Batch::new(&[fresh], &blacklist)).expect("push");
+    let points = r.collect();
+    let one = points.iter().find(|p| p.measurement == "load_one").expect("load_one");
+    let tags: Vec<String> = one.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(tags, ["hostname=h1", "job=badger", "instance=h1"]);
+    assert_eq!((one.field.as_ref(), one.value), ("gauge", Value::Float(0.5)));
+    assert!(!points.iter().any(|p| p.measurement == "load_five"), "blacklisted");
+    let t = points.iter().find(|p| p.measurement == "push_time_seconds").unwrap();
+    assert!(matches!(t.value, Value::Float(v) if v >= before.floor() && v < before + 10.0), "{t:?}");
+}
