@@ -10,6 +10,8 @@ pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod outbox;
+pub mod prometheus;
+pub mod pushgateway;
 pub mod stdout;
 pub mod stdout_pretty;
 
@@ -19,6 +21,8 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &stdout_pretty::SPEC,
     &influxdb::SPEC,
     &graphite::SPEC,
+    &prometheus::SPEC,
+    &pushgateway::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,
     &exec::SPEC,

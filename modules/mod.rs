@@ -6,10 +6,13 @@ use crate::plugin::ModuleSpec;
 pub mod cpu;
 pub mod disk;
 pub mod exec;
+pub mod internal;
 pub mod load;
 pub mod memory;
 pub mod network;
 pub mod process_stats;
+pub mod prometheus_scrape;
+pub mod pushgateway_receiver;
 pub mod system;
 
 /// Every built-in module, in the order `--check` lists them.
@@ -22,4 +25,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &system::SPEC,
     &process_stats::SPEC,
     &exec::SPEC,
+    &prometheus_scrape::SPEC,
+    &pushgateway_receiver::SPEC,
+    &internal::SPEC,
 ];

@@ -20,12 +20,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::config::{Config, PluginEntry, Registries};
+use crate::http::{HttpRoutes, Route};
+use crate::httpd::{build_router, HttpServer};
 use crate::matcher::Matcher;
 pub use crate::plugin::RateLimit;
 use crate::plugin::{
     Batch, BuildError, ConfigError, Emitter, EmitterContext, EmitterSpec, Module, ModuleContext, PluginConf,
 };
-use crate::point::{HostMeta, Payload, Point};
+use crate::point::{HostMeta, Payload, Point, Value};
+use crate::telemetry::{Group, Source, Telemetry};
 
 const WORKER_STACK: usize = 256 * 1024;
 /// Emitters encode, compress and talk TLS: more headroom (untouched stack costs no memory).
@@ -58,6 +61,50 @@ pub struct TickStats {
     pub ticks: AtomicU64,
     pub skipped: AtomicU64,
     pub payloads: AtomicU64,
+    /// Points of every payload sent out.
+    pub points: AtomicU64,
+}
+
+fn int(c: &AtomicU64) -> Value {
+    Value::Int(i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
+}
+
+impl Source for ModuleStats {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
+        f("runs", int(&self.runs));
+        f("errors", int(&self.errors));
+        f("timeouts", int(&self.timeouts));
+        f("skipped", int(&self.skipped));
+        f("points", int(&self.points));
+        f("collect_micros", int(&self.last_micros));
+    }
+}
+
+impl Source for EmitterStats {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
+        f("batches", int(&self.batches));
+        f("payloads", int(&self.payloads));
+        f("errors", int(&self.errors));
+        f("dropped", int(&self.dropped));
+    }
+}
+
+impl Source for TickStats {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
+        f("ticks", int(&self.ticks));
+        f("ticks_skipped", int(&self.skipped));
+        f("payloads", int(&self.payloads));
+        f("points", int(&self.points));
+    }
+}
+
+/// What runs now, for [`plan`] on reload: fingerprints of the running plugins, their HTTP
+/// routes, and the telemetry registry they publish to.
+#[derive(Default)]
+pub struct Running {
+    pub fingerprints: Vec<String>,
+    pub routes: HashMap<String, Vec<Route>>,
+    pub telemetry: Telemetry,
 }
 
 /// A plugin that is built (or kept) for a config.
@@ -78,44 +125,67 @@ pub struct Plan {
     pub meta: HostMeta,
     pub modules: Vec<PlannedPlugin<dyn Module>>,
     pub emitters: Vec<PlannedPlugin<dyn Emitter>>,
+    /// HTTP routes by plugin fingerprint (kept plugins keep theirs).
+    pub routes: HashMap<String, Vec<Route>>,
+    /// Every route joined, when `core.http_listen` is set.
+    pub router: Option<axum::Router>,
+    pub telemetry: Telemetry,
 }
 
 /// Builds every plugin of `config` whose fingerprint is not in `running`.
 /// A config error in any plugin fails the whole plan.
-pub fn plan(config: Config, reg: &Registries, running: &[String]) -> Result<Plan, ConfigError> {
+pub fn plan(config: Config, reg: &Registries, running: &Running) -> Result<Plan, ConfigError> {
     let meta = crate::hostmeta::resolve(&config.core);
+    let listen = config.core.http_listen;
     let roots = config.core.roots.roots();
-    let ectx = EmitterContext { meta: Arc::new(meta.clone()) };
+    let meta_arc = Arc::new(meta.clone());
+    let telemetry = running.telemetry.clone();
+    // A plugin built without a listener must be rebuilt when one appears, and the other way.
+    let http_fp = if listen.is_some() { "\u{0}http" } else { "" };
+    let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
+    let mut all_routes: Vec<Route> = Vec::new();
+    let mut keep_routes = |fp: &str, new: Vec<Route>, routes: &mut HashMap<String, Vec<Route>>| {
+        all_routes.extend(new.iter().cloned());
+        routes.insert(fp.to_string(), new);
+    };
     let mut modules = Vec::new();
     for entry in &config.modules {
         let timeout = entry.timeout.unwrap_or(config.core.module_timeout).min(crate::config::MAX_MODULE_TIMEOUT);
-        let mctx = ModuleContext { roots: roots.clone(), timeout };
-        let fp = format!("{}\u{0}{:?}\u{0}{timeout:?}", entry.fingerprint(), mctx.roots);
-        let planned = if running.contains(&fp) {
+        let fp = format!("{}\u{0}{:?}\u{0}{timeout:?}{http_fp}", entry.fingerprint(), roots);
+        let http = HttpRoutes::new(listen, &config.file);
+        let planned = if running.fingerprints.contains(&fp) {
+            keep_routes(&fp, running.routes.get(&fp).cloned().unwrap_or_default(), &mut routes);
             Planned::Keep
         } else {
-            let built = match &entry.library {
+            let mctx =
+                ModuleContext { roots: roots.clone(), timeout, http: http.clone(), telemetry: telemetry.clone() };
+            let result = match &entry.library {
                 Some(lib) => crate::native::build_module(lib, &mctx, &entry.conf),
                 None => {
                     let spec = reg.module(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
                     (spec.build)(&mctx, &entry.conf)
                 }
             };
-            match built {
+            let built = match result {
                 Ok(m) => Planned::Built(m),
                 Err(BuildError::Config(e)) => return Err(e),
                 Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
-            }
+            };
+            keep_routes(&fp, if matches!(built, Planned::Built(_)) { http.take() } else { Vec::new() }, &mut routes);
+            built
         };
         modules.push((entry.clone(), fp, planned));
     }
     let mut emitters = Vec::new();
     for entry in &config.emitters {
-        let fp = entry.fingerprint();
-        let planned = if running.contains(&fp) {
+        let fp = format!("{}{http_fp}", entry.fingerprint());
+        let http = HttpRoutes::new(listen, &config.file);
+        let planned = if running.fingerprints.contains(&fp) {
+            keep_routes(&fp, running.routes.get(&fp).cloned().unwrap_or_default(), &mut routes);
             Planned::Keep
         } else {
-            let built = match &entry.library {
+            let ectx = EmitterContext { meta: meta_arc.clone(), http: http.clone(), telemetry: telemetry.clone() };
+            let result = match &entry.library {
                 Some(lib) => crate::native::build_emitter(lib, &entry.conf),
                 None => {
                     let spec =
@@ -123,21 +193,30 @@ pub fn plan(config: Config, reg: &Registries, running: &[String]) -> Result<Plan
                     (spec.build)(&ectx, &entry.conf)
                 }
             };
-            match built {
+            let built = match result {
                 Ok(e) => Planned::Built(e),
                 Err(BuildError::Config(e)) => return Err(e),
                 Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
-            }
+            };
+            keep_routes(&fp, if matches!(built, Planned::Built(_)) { http.take() } else { Vec::new() }, &mut routes);
+            built
         };
         emitters.push((entry.clone(), fp, planned));
     }
-    Ok(Plan { config, meta, modules, emitters })
+    let router = match listen {
+        Some(_) => Some(
+            build_router(&all_routes)
+                .map_err(|m| ConfigError::new(&config.file, None, Some("core.http_listen".into()), m))?,
+        ),
+        None => None,
+    };
+    Ok(Plan { config, meta, modules, emitters, routes, router, telemetry })
 }
 
 /// Builds one emitter from a spec with default settings (`--test` prints through one).
 pub fn default_emitter(spec: &EmitterSpec, meta: &HostMeta) -> Result<(PluginEntry, Box<dyn Emitter>), BuildError> {
     let conf = PluginConf::from_text(spec.name, std::path::Path::new(spec.name), "{}");
-    let e = (spec.build)(&EmitterContext { meta: Arc::new(meta.clone()) }, &conf)?;
+    let e = (spec.build)(&EmitterContext { meta: Arc::new(meta.clone()), ..EmitterContext::default() }, &conf)?;
     let entry = PluginEntry {
         name: spec.name.into(),
         kind: spec.name,
@@ -292,6 +371,10 @@ pub struct Agent {
     last_points: usize,
     /// Set at shutdown before the queues close: when emitters must be done flushing.
     deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: Telemetry,
+    /// HTTP routes of the running plugins, by fingerprint.
+    routes: HashMap<String, Vec<Route>>,
+    http: Option<HttpServer>,
 }
 
 impl Agent {
@@ -309,18 +392,59 @@ impl Agent {
             tick_stats: Arc::default(),
             last_points: 0,
             deadline: Arc::default(),
+            telemetry: plan.telemetry.clone(),
+            routes: HashMap::new(),
+            http: None,
         };
+        let tick: Arc<dyn Source> = agent.tick_stats.clone();
+        agent.telemetry.publish(Group::Tick, "", &tick);
         agent.apply(plan);
         agent
     }
 
-    /// Fingerprints of what runs now, for [`plan`] on reload.
-    pub fn running(&self) -> Vec<String> {
-        self.modules
-            .iter()
-            .map(|m| m.fingerprint.clone())
-            .chain(self.emitters.iter().map(|e| e.fingerprint.clone()))
-            .collect()
+    /// What runs now, for [`plan`] on reload.
+    pub fn running(&self) -> Running {
+        Running {
+            fingerprints: self
+                .modules
+                .iter()
+                .map(|m| m.fingerprint.clone())
+                .chain(self.emitters.iter().map(|e| e.fingerprint.clone()))
+                .collect(),
+            routes: self.routes.clone(),
+            telemetry: self.telemetry.clone(),
+        }
+    }
+
+    /// The address the HTTP listener is bound to, if it runs.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// Starts, moves, updates or stops the HTTP listener for a plan.
+    fn apply_http(&mut self, listen: Option<std::net::SocketAddr>, router: Option<axum::Router>) {
+        match (self.http.take(), listen, router) {
+            (Some(server), Some(addr), Some(router)) if server.addr() == addr => {
+                server.set_router(router);
+                self.http = Some(server);
+            }
+            (old, Some(addr), Some(router)) => {
+                if let Some(server) = old {
+                    server.stop(Instant::now() + Duration::from_secs(2));
+                }
+                match HttpServer::start(addr, router) {
+                    Ok(server) => self.http = Some(server),
+                    Err(e) => log::error!(
+                        "core.http_listen: cannot listen on {addr}: {e}; the plugins' HTTP routes are not served"
+                    ),
+                }
+            }
+            (old, _, _) => {
+                if let Some(server) = old {
+                    server.stop(Instant::now() + Duration::from_secs(2));
+                }
+            }
+        }
     }
 
     /// Names of the running modules and emitters.
@@ -339,6 +463,8 @@ impl Agent {
     /// Switches to a new plan: kept plugins keep running (with their state and buffers),
     /// new ones start, the ones no longer configured stop (emitters flush first).
     pub fn apply(&mut self, plan: Plan) {
+        self.routes = plan.routes;
+        self.apply_http(plan.config.core.http_listen, plan.router);
         self.meta = Arc::new(plan.meta);
         self.queue_size = plan.config.core.queue_size;
         self.module_timeout = plan.config.core.module_timeout;
@@ -407,6 +533,8 @@ impl Agent {
         let results = self.results.clone();
         let blacklist = entry.blacklist.clone();
         let name = entry.name.clone();
+        let source: Arc<dyn Source> = stats.clone();
+        self.telemetry.publish(Group::Module, &name, &source);
         let (b, s) = (busy.clone(), stats.clone());
         let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
             let mut capacity = 16;
@@ -451,6 +579,8 @@ impl Agent {
         let (tx, rx) = bounded::<Arc<Payload>>(self.queue_size);
         let (done_tx, done) = bounded::<()>(1);
         let stats = Arc::new(EmitterStats::default());
+        let source: Arc<dyn Source> = stats.clone();
+        self.telemetry.publish(Group::Emitter, &entry.name, &source);
         let worker_rx = rx.clone();
         let blacklist = entry.blacklist.clone();
         let interval = entry.interval;
@@ -578,6 +708,7 @@ impl Agent {
     /// Hands a payload to every emitter without blocking.
     pub fn dispatch(&mut self, payload: Arc<Payload>) {
         self.tick_stats.payloads.fetch_add(1, Ordering::Relaxed);
+        self.tick_stats.points.fetch_add(payload.points.len() as u64, Ordering::Relaxed);
         for e in &mut self.emitters {
             match e.tx.try_send(payload.clone()) {
                 Ok(()) => {}
@@ -612,7 +743,13 @@ impl Agent {
         if let Ok(mut d) = self.deadline.lock() {
             *d = Some(deadline);
         }
-        let Agent { modules, emitters, retired, .. } = self;
+        let Agent { modules, emitters, retired, http, .. } = self;
+        // Stop accepting at once; requests in progress finish while the emitters flush.
+        let http_done = http.map(|server| {
+            thread::spawn(move || {
+                server.stop(deadline);
+            })
+        });
         drop(modules);
         let mut waits = Vec::new();
         for e in emitters {
@@ -631,6 +768,9 @@ impl Agent {
                     all = false;
                 }
             }
+        }
+        if let Some(h) = http_done {
+            let _ = h.join();
         }
         all
     }

@@ -78,6 +78,8 @@ pub struct CoreConfig {
     pub queue_size: usize,
     /// Where `lib<name>.so` is looked up for a listed name that is not built in.
     pub plugin_dirs: Vec<PathBuf>,
+    /// The agent's HTTP listener (`core.http_listen`); `None`: no listener.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +208,22 @@ impl Config {
             if !seen.insert(name.clone()) {
                 return Err(name_error(path, &text, "emitters", &name, "emitter listed twice").into());
             }
-            emitters.push(plugin_entry(&name, kind, library, conf, common)?);
+            let entry = plugin_entry(&name, kind, library, conf, common)?;
+            if let Some(m) = modules.iter().find(|m: &&PluginEntry| m.conf.file == entry.conf.file) {
+                return Err(name_error(
+                    path,
+                    &text,
+                    "emitters",
+                    &name,
+                    &format!(
+                        "the module \"{}\" reads the same file {}: give one of them its own conf dir",
+                        m.name,
+                        entry.conf.file.display()
+                    ),
+                )
+                .into());
+            }
+            emitters.push(entry);
         }
         Ok(Config { file: path.to_path_buf(), core, modules, emitters })
     }
@@ -318,6 +335,15 @@ fn core_config(
     if queue_size == 0 {
         return Err(err("queue_size", "must be at least 1".into()));
     }
+    let http_listen = match raw.http_listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+            err(
+                "http_listen",
+                format!("\"{a}\": {e}; use an address and a port, e.g. \"127.0.0.1:9273\" or \"[::1]:9273\""),
+            )
+        })?),
+    };
     Ok(CoreConfig {
         datacenter: raw.datacenter.clone(),
         region: raw.region.clone(),
@@ -335,6 +361,7 @@ fn core_config(
         module_timeout,
         queue_size,
         plugin_dirs,
+        http_listen,
     })
 }
 
@@ -408,6 +435,7 @@ struct RawCore {
     module_timeout: Option<Seconds>,
     queue_size: Option<usize>,
     plugin_dirs: Option<Vec<PathBuf>>,
+    http_listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

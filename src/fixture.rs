@@ -234,7 +234,7 @@ pub fn stat_table(source: &str) -> Vec<StatRow> {
         assert_eq!(cells.len(), 5, "table row {doc}");
         let stat = cells[0].trim_matches('`').to_string();
         assert!(matches!(cells[2], "int" | "float"), "type of {stat}: {}", cells[2]);
-        assert!(matches!(cells[3], "gauge" | "rate"), "kind of {stat}: {}", cells[3]);
+        assert!(matches!(cells[3], "gauge" | "rate" | "counter"), "kind of {stat}: {}", cells[3]);
         rows.push(StatRow { stat, units: cells[1].to_string(), kind_int: cells[2] == "int" });
     }
     assert!(!rows.is_empty(), "no stat table found");

@@ -1,19 +1,23 @@
 //! badger: a per-host Linux stats agent, the successor of Stat Badger.
 //!
 //! Dependency direction (one way): the point model and plugin API ([`point`], [`plugin`],
-//! [`matcher`], [`rate`], [`procfile`], [`units`], [`json`]) ← [`modules`] and [`emitters`] ← the core
+//! [`matcher`], [`rate`], [`procfile`], [`units`], [`json`], [`http`], [`telemetry`], [`promtext`]) ←
+//! [`modules`] and [`emitters`] ← the core
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
 pub mod external;
 #[cfg(test)]
 pub mod fixture;
+pub mod http;
 pub mod json;
 pub mod matcher;
 pub mod plugin;
 pub mod point;
 pub mod procfile;
+pub mod promtext;
 pub mod rate;
+pub mod telemetry;
 pub mod units;
 
 #[path = "../modules/mod.rs"]
@@ -26,6 +30,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod hostmeta;
+pub mod httpd;
 pub mod logging;
 pub mod native;
 pub mod scheduler;

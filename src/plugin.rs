@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
+use crate::http::HttpRoutes;
 use crate::matcher::Matcher;
 use crate::point::{HostMeta, Payload, Point};
+use crate::telemetry::Telemetry;
 
 /// Keys that every module and emitter takes; the core reads them, plugins never see them.
 pub const COMMON_KEYS: &[&str] = &["interval", "blacklist", "timeout"];
@@ -59,12 +61,20 @@ pub struct ModuleContext {
     /// How long a tick waits for this module (its `timeout`, else `core.module_timeout`);
     /// zero when unknown (tests).
     pub timeout: Duration,
+    /// Routes the module serves on the agent's HTTP listener.
+    pub http: HttpRoutes,
+    /// badger's own counters (the `internal` module reads them).
+    pub telemetry: Telemetry,
 }
 
 /// What an emitter's `build` gets besides its config.
 #[derive(Debug, Clone, Default)]
 pub struct EmitterContext {
     pub meta: Arc<HostMeta>,
+    /// Routes the emitter serves on the agent's HTTP listener.
+    pub http: HttpRoutes,
+    /// Where the emitter publishes its own counters (e.g. its outbox's).
+    pub telemetry: Telemetry,
 }
 
 /// A stats module. `collect` is called on the module's own thread; it may block (the core
@@ -345,6 +355,31 @@ impl PluginConf {
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::new(&self.file, self.line_of(key), Some(key.to_string()), message)
     }
+}
+
+/// Deserializes a duration: a number of seconds (`5`, `0.5`) or a string with a unit
+/// (`"500ms"`, `"30s"`, `"2m"`). For plugin config keys: `#[serde(deserialize_with = "de_duration")]`.
+pub fn de_duration<'de, D: de::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = std::time::Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration: a number of seconds or a string like \"500ms\" or \"30s\"")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(std::time::Duration::from_secs(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v).map(std::time::Duration::from_secs).map_err(|_| E::custom("must not be negative"))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            std::time::Duration::try_from_secs_f64(v).map_err(|_| E::custom("must be a non-negative number"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            humantime::parse_duration(v.trim()).map_err(|e| E::custom(format!("\"{v}\": {e}")))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// Finds the line of the first `"key"` followed by `:`.

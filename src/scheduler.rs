@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::agent::{default_emitter, plan, Agent, Plan, Planned, RateLimit};
+use crate::agent::{default_emitter, plan, Agent, Plan, Planned, RateLimit, Running};
 use crate::config::{Config, LoadError, Registries};
 use crate::plugin::EmitterSpec;
 
@@ -62,7 +62,7 @@ impl Systemd {
 }
 
 /// Loads a config and builds its plugins (keeping the `running` ones).
-pub fn load(path: &Path, reg: &Registries, running: &[String]) -> Result<Plan, LoadError> {
+pub fn load(path: &Path, reg: &Registries, running: &Running) -> Result<Plan, LoadError> {
     let config = Config::load(path, reg)?;
     Ok(plan(config, reg, running)?)
 }
@@ -77,7 +77,7 @@ fn start(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) 
     // Logging first, so what plugins log while they are built is not lost.
     crate::logging::configure(&config.core.log, log_override)
         .map_err(|e| fail(&format!("cannot open the log file: {e}")))?;
-    plan(config, reg, &[]).map_err(|e| fail(&LoadError(e)))
+    plan(config, reg, &Running::default()).map_err(|e| fail(&LoadError(e)))
 }
 
 fn epoch_now() -> Duration {
@@ -221,7 +221,7 @@ pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilte
 
 /// Validates the whole config and prints what would run. Exit 0, or 2 with the error.
 pub fn check(path: &Path, reg: &Registries) -> i32 {
-    let plan = match load(path, reg, &[]) {
+    let plan = match load(path, reg, &Running::default()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("badger: {e}");
@@ -234,6 +234,13 @@ pub fn check(path: &Path, reg: &Registries) -> i32 {
         "host: datacenter={:?} region={:?} zone={:?} cluster={:?} hostname={:?} ipv4={:?} ipv6={:?}",
         m.datacenter, m.region, m.zone, m.cluster, m.hostname, m.ipv4, m.ipv6
     );
+    if let Some(addr) = plan.config.core.http_listen {
+        let mut paths: Vec<String> =
+            plan.routes.values().flatten().map(|r| format!("{} ({})", r.path, r.plugin)).collect();
+        paths.sort();
+        let served = if paths.is_empty() { "no routes".to_string() } else { paths.join(", ") };
+        println!("http: {addr}: {served}");
+    }
     let line = |kind: &str, e: &crate::config::PluginEntry, status: String| {
         let conf =
             if e.conf.file.exists() { e.conf.file.display().to_string() } else { "(defaults; no conf file)".into() };

@@ -201,9 +201,12 @@ impl Settings {
     }
 }
 
-fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
+fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
     let settings = Settings::from_conf(conf)?;
-    Ok(Box::new(Graphite::new(&conf.name, &settings)?))
+    let g = Graphite::new(&conf.name, &settings)?;
+    let stats: std::sync::Arc<dyn crate::telemetry::Source> = g.outbox().stats();
+    ctx.telemetry.publish(crate::telemetry::Group::Outbox, &conf.name, &stats);
+    Ok(Box::new(g))
 }
 
 /// The TCP or UDP way to carbon.

@@ -125,8 +125,11 @@ const FORBIDDEN_PROPERTIES: &[(&str, &str)] = &[
     ("transactional.id", "transactions are not supported"),
 ];
 
-fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
-    Ok(Box::new(Kafka::new(conf)?))
+fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
+    let k = Kafka::new(conf)?;
+    let stats: Arc<dyn crate::telemetry::Source> = k.outbox_stats();
+    ctx.telemetry.publish(crate::telemetry::Group::Outbox, &conf.name, &stats);
+    Ok(Box::new(k))
 }
 
 // ---- config ---------------------------------------------------------------------------------

@@ -157,6 +157,22 @@ pub struct OutboxStats {
     pub last_send_micros: AtomicU64,
 }
 
+impl crate::telemetry::Source for OutboxStats {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, crate::point::Value)) {
+        let v = |c: &AtomicU64| crate::point::Value::Int(i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        f("queued_bytes", v(&self.queued_bytes));
+        f("queued_records", v(&self.queued_records));
+        f("spooled_bytes", v(&self.spooled_bytes));
+        f("sent_batches", v(&self.sent_batches));
+        f("sent_points", v(&self.sent_points));
+        f("retries", v(&self.retries));
+        f("dropped_points", v(&self.dropped_points));
+        f("rejected_points", v(&self.rejected_points));
+        f("spool_errors", v(&self.spool_errors));
+        f("write_micros", v(&self.last_send_micros));
+    }
+}
+
 fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }

@@ -1,0 +1,271 @@
+//! `prometheus`: serves every current point at `GET /metrics` for Prometheus (text format 0.0.4).
+//!
+//! The exposition is served on the agent's HTTP listener, so it needs `core.http_listen`.
+//!
+//! **Series.** The emitter keeps the latest value of every series it was sent; a series
+//! that no payload has updated for `expire_after` disappears (a vanished disk, a stopped
+//! process). A scrape gets them all, sorted by name, each family with `# HELP` and `# TYPE`.
+//!
+//! **Names** follow Prometheus' rules. A badger stat is named `[prefix]<measurement>_<field>`
+//! (`cpu.user` → `cpu_user`, `disk.reads.sda` → `disk_reads{device="sda"}`), every
+//! character outside `[A-Za-z0-9_]` becomes `_` (`:` too: it is reserved for recording
+//! rules), the abbreviation `sec` is spelled `second` (`cpu_ctxt_per_second`), and the stat's
+//! units become a base-unit suffix with the value converted: `B` → `_bytes`, `KB` → `_bytes`
+//! (× 1024), `ms` → `_seconds` (÷ 1000), `s` → `_seconds`, `MHz` → `_hertz` (× 10⁶),
+//! `percent` → `_percent` (`fs.used./` → `fs_used_bytes{mount="/"}`). Stats in bits (`b`:
+//! `net.rx_bits`, `net.tx_bits`) are left out: they repeat the `_bytes` stats × 8. badger's
+//! stats are gauges (`# TYPE … gauge`); a name that ends in `_total`, `_count`, `_sum` or
+//! `_bucket` is `untyped`, since Prometheus keeps those suffixes for counters, histograms
+//! and summaries. Samples that came from Prometheus (the
+//! `prometheus` module, `pushgateway_receiver`) keep their own names and types.
+//!
+//! **Labels** are the point's tags (names made valid: `[A-Za-z0-9_]`, not starting with a
+//! digit or `__`), then the host metadata, `datacenter`, `region`, `zone`, `cluster`,
+//! `hostname`, `ipv4`, `ipv6`, leaving out empty ones and any a tag already set.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `path` | `"/metrics"` | the path served on `core.http_listen` (`/` followed by letters, digits, `/`, `_`, `-`, `.`) |
+//! | `prefix` | `""` | put before every name of a badger stat, e.g. `"badger_"` (samples from Prometheus keep theirs) |
+//! | `expire_after` | `"2m"` | a series not updated for this long is no longer served; keep it above the longest module interval |
+//! | `interval` | `0` | seconds between updates of the served values; every payload since the last update is applied |
+//! | `blacklist` | `[]` | stats left out of this emitter's output (names or globs) |
+
+pub mod expose;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use serde::Deserialize;
+
+pub use expose::Exposition;
+
+use crate::plugin::{
+    de_duration, Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf,
+};
+use crate::promtext::TEXT_CONTENT_TYPE;
+
+pub static SPEC: EmitterSpec = EmitterSpec {
+    name: "prometheus",
+    aliases: &[],
+    summary: "serves every current point on /metrics for Prometheus (text format 0.0.4)",
+    build,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_path")]
+    path: String,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default = "default_expire", deserialize_with = "de_duration")]
+    expire_after: Duration,
+}
+
+fn default_path() -> String {
+    "/metrics".into()
+}
+
+fn default_expire() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// Checks a `prefix` key: empty, or a valid start of a metric name.
+pub fn check_prefix(conf: &PluginConf, prefix: &str) -> Result<(), ConfigError> {
+    if !prefix.is_empty() && expose::metric_name(prefix) != prefix {
+        return Err(conf.error("prefix", format!("\"{prefix}\": use letters, digits and _ (not first a digit)")));
+    }
+    Ok(())
+}
+
+/// Checks an `expire_after` key.
+pub fn check_expire(conf: &PluginConf, d: Duration) -> Result<u64, ConfigError> {
+    if d < Duration::from_secs(1) {
+        return Err(conf.error("expire_after", "must be at least 1s"));
+    }
+    Ok(d.as_secs())
+}
+
+/// What the handler serves: the exposition and its rendering, made when first asked for
+/// after a change.
+struct Shared {
+    exposition: Exposition,
+    rendered: Option<Bytes>,
+}
+
+fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
+    let c: Config = conf.parse()?;
+    let path_ok = c.path.starts_with('/')
+        && c.path.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '/' | '_' | '-' | '.'))
+        && !c.path.contains("//");
+    if !path_ok {
+        return Err(conf.error("path", format!("\"{}\": a path such as \"/metrics\"", c.path)).into());
+    }
+    check_prefix(conf, &c.prefix)?;
+    let expire = check_expire(conf, c.expire_after)?;
+    let shared = Arc::new(Mutex::new(Shared { exposition: Exposition::new(&c.prefix, expire), rendered: None }));
+    let serve = shared.clone();
+    let handler = axum::routing::get(move || {
+        let serve = serve.clone();
+        async move { scrape(&serve) }
+    });
+    ctx.http.add(&conf.name, &c.path, "the Prometheus exposition", handler)?;
+    Ok(Box::new(PrometheusEmitter { shared }))
+}
+
+fn scrape(shared: &Mutex<Shared>) -> Response {
+    let body = {
+        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let before = s.exposition.len();
+        s.exposition.expire(expose::epoch_now());
+        if s.exposition.len() != before {
+            s.rendered = None;
+        }
+        match &s.rendered {
+            Some(b) => b.clone(),
+            None => {
+                let b = Bytes::from(s.exposition.render());
+                s.rendered = Some(b.clone());
+                b
+            }
+        }
+    };
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+    r
+}
+
+/// Keeps the exposition the `/metrics` handler serves.
+pub struct PrometheusEmitter {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Emitter for PrometheusEmitter {
+    fn emit(&mut self, batch: &Batch<'_>) -> Result<(), EmitError> {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        for p in batch.payloads() {
+            s.exposition.update(&p);
+        }
+        s.exposition.expire(expose::epoch_now());
+        s.rendered = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::expose::{label_name, metric_name, name_point};
+    use super::*;
+    use crate::matcher::Matcher;
+    use crate::point::{HostMeta, Payload, Point, Value};
+
+    fn conf(text: &str) -> PluginConf {
+        PluginConf::from_text("prometheus", Path::new("conf.d/prometheus.conf"), text)
+    }
+
+    #[test]
+    fn names_follow_prometheus_rules() {
+        let n = |p: Point| name_point("", &p).map(|n| (n.family, n.kind, n.value));
+        use crate::promtext::Kind;
+        assert_eq!(
+            n(Point::simple("cpu", "user", "percent", Value::Float(1.5))),
+            Some(("cpu_user_percent".into(), Kind::Gauge, 1.5))
+        );
+        assert_eq!(
+            n(Point::simple("cpu", "ctxt_per_sec", "", Value::Float(2.0))),
+            Some(("cpu_ctxt_per_second".into(), Kind::Gauge, 2.0))
+        );
+        assert_eq!(
+            n(Point::device("disk", "read_time", "ms", "device", "sda", Value::Float(250.0))),
+            Some(("disk_read_time_seconds".into(), Kind::Gauge, 0.25))
+        );
+        assert_eq!(
+            n(Point::device("fs", "total", "B", "mount", "/", Value::Int(10))),
+            Some(("fs_total_bytes".into(), Kind::Gauge, 10.0))
+        );
+        assert_eq!(
+            n(Point::simple("mem", "hugepages_total", "", Value::Int(0))),
+            Some(("mem_hugepages_total".into(), Kind::Untyped, 0.0))
+        );
+        assert_eq!(n(Point::simple("net", "rx_bits", "b", Value::Float(8.0))), None);
+        assert_eq!(
+            n(Point::simple("system", "cpu.speed", "MHz", Value::Float(2.5))),
+            Some(("system_cpu_speed_hertz".into(), Kind::Gauge, 2.5e6))
+        );
+        let sample = crate::promtext::sample_point(Kind::Histogram, "rpc_seconds_bucket", vec![], 3.0);
+        assert_eq!(n(sample), Some(("rpc_seconds".into(), Kind::Histogram, 3.0)));
+        assert_eq!(metric_name("a.b:c-d/é"), "a_b_c_d__");
+        assert_eq!(metric_name("9x"), "_9x");
+        assert_eq!(label_name("__reserved"), "_reserved");
+        assert_eq!(label_name("1a"), "_1a");
+        assert_eq!(label_name("ok_name"), "ok_name");
+    }
+
+    #[test]
+    fn exposition_holds_the_latest_values_and_expires_them() {
+        let meta = Arc::new(HostMeta { datacenter: "dc1".into(), hostname: "h1".into(), ..HostMeta::default() });
+        let payload = |ts: i64, v: f64, with_disk: bool| {
+            let mut points = vec![Point::simple("load", "one", "", Value::Float(v))];
+            if with_disk {
+                points.push(Point::device("disk", "reads", "", "device", "sda", Value::Float(1.0)));
+            }
+            Arc::new(Payload { meta: meta.clone(), timestamp: ts, points })
+        };
+        let mut e = Exposition::new("", 60);
+        let bl = Matcher::default();
+        for p in [payload(100, 1.0, true), payload(130, 2.0, false)] {
+            let ps = [p];
+            let b = Batch::new(&ps, &bl);
+            for v in b.payloads() {
+                e.update(&v);
+            }
+        }
+        e.expire(150);
+        assert_eq!(
+            e.render(),
+            "# HELP disk_reads badger stat disk.reads\n# TYPE disk_reads gauge\n\
+             disk_reads{device=\"sda\",datacenter=\"dc1\",hostname=\"h1\"} 1\n\
+             # HELP load_one badger stat load.one\n# TYPE load_one gauge\n\
+             load_one{datacenter=\"dc1\",hostname=\"h1\"} 2\n"
+        );
+        e.expire(170);
+        assert!(!e.render().contains("disk_reads"));
+    }
+
+    #[test]
+    fn config_needs_the_listener_and_checks_keys() {
+        let ctx = EmitterContext::default();
+        match build(&ctx, &conf("{}")) {
+            Err(BuildError::Config(e)) => {
+                assert_eq!(e.key.as_deref(), Some("core.http_listen"));
+                assert!(e.message.contains("\"prometheus\" serves"), "{e}");
+            }
+            _ => panic!("expected a config error"),
+        }
+        let ctx = EmitterContext {
+            http: crate::http::HttpRoutes::new(Some("127.0.0.1:0".parse().unwrap()), Path::new("config.json")),
+            ..EmitterContext::default()
+        };
+        assert!(build(&ctx, &conf("{}")).is_ok());
+        assert_eq!(ctx.http.take().iter().map(|r| r.path.clone()).collect::<Vec<_>>(), ["/metrics"]);
+        for (text, key) in [
+            (r#"{"path": "metrics"}"#, "path"),
+            (r#"{"path": "/a b"}"#, "path"),
+            (r#"{"prefix": "9a"}"#, "prefix"),
+            (r#"{"expire_after": "10ms"}"#, "expire_after"),
+            (r#"{"expire_after": "soon"}"#, "expire_after"),
+            (r#"{"port": 1}"#, "port"),
+        ] {
+            match build(&ctx, &conf(text)) {
+                Err(BuildError::Config(e)) => assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}"),
+                _ => panic!("{text}: expected a config error"),
+            }
+        }
+    }
+}
