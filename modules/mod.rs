@@ -5,6 +5,7 @@ use crate::plugin::ModuleSpec;
 
 pub mod cpu;
 pub mod disk;
+pub mod l2met;
 pub mod load;
 pub mod memory;
 pub mod network;
@@ -12,5 +13,13 @@ pub mod process_stats;
 pub mod system;
 
 /// Every built-in module, in the order `--check` lists them.
-pub static REGISTRY: &[&ModuleSpec] =
-    &[&cpu::SPEC, &load::SPEC, &disk::SPEC, &network::SPEC, &memory::SPEC, &system::SPEC, &process_stats::SPEC];
+pub static REGISTRY: &[&ModuleSpec] = &[
+    &cpu::SPEC,
+    &load::SPEC,
+    &disk::SPEC,
+    &network::SPEC,
+    &memory::SPEC,
+    &system::SPEC,
+    &process_stats::SPEC,
+    &l2met::SPEC,
+];
