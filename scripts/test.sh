@@ -44,6 +44,9 @@ cargo clippy --locked --all-targets --no-default-features -- -D warnings
 echo "==> cargo test"
 cargo test --locked "$@"
 
+echo "==> fuzz targets, bounded (scripts/fuzz.sh; FUZZ_SECONDS each, default 60)"
+./scripts/fuzz.sh
+
 if [ "${BADGER_SKIP_PACKAGING:-0}" != 1 ]; then
     echo "==> packaging (scripts/package-test.sh; skip with BADGER_SKIP_PACKAGING=1)"
     ./scripts/package-test.sh

@@ -94,6 +94,7 @@
 //! | `max_buckets` | `10000` | open buckets at most; values that would open more are dropped and counted |
 //! | `max_values` | `10000` | values a measurement keeps for its percentiles (at least 1) |
 
+pub mod fuzzing;
 pub mod net;
 pub mod parse;
 pub mod store;

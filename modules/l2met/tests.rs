@@ -671,3 +671,45 @@ fn tailing_files_rotation_truncation_and_restart() {
     std::fs::write(dir.path().join("new.log"), "count#h=1\n").unwrap();
     assert_eq!(take(&h), [("h".to_string(), 1.0)]);
 }
+
+/// The fuzz target's checks on stable, bounded: the reference frames and syslog lines mutated
+/// at random (bytes changed, inserted, removed, frames spliced), with a fixed seed.
+#[test]
+fn randomised_frames_never_panic() {
+    let seeds: Vec<Vec<u8>> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/l2met_frames"))
+        .expect("fuzz seeds")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("seed"))
+        .collect();
+    assert!(seeds.len() >= 4);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n.max(1) as u64) as usize
+    };
+    const BYTES: &[u8] = b" <>=\"\\#.-:0123456789\n\r\xff\xc3[]";
+    let started = std::time::Instant::now();
+    for i in 0..100_000 {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        let mut d = seeds[rnd(seeds.len())].clone();
+        if i % 3 == 0 {
+            d.extend_from_slice(&seeds[rnd(seeds.len())]);
+        }
+        for _ in 0..1 + rnd(6) {
+            let at = rnd(d.len() + 1);
+            match rnd(4) {
+                0 if at < d.len() => d[at] = BYTES[rnd(BYTES.len())],
+                1 => d.insert(at, BYTES[rnd(BYTES.len())]),
+                2 if at < d.len() => {
+                    d.remove(at);
+                }
+                _ if at < d.len() => d[at] = rnd(256) as u8,
+                _ => {}
+            }
+        }
+        fuzzing::frames(&d);
+    }
+}
