@@ -218,7 +218,7 @@ struct Config {
 /// What every input thread shares: the buckets, the clock, the default options and the
 /// drain's tokens.
 pub struct Shared {
-    pub store: Store,
+    pub store: Arc<Store>,
     pub clock: Clock,
     pub defaults: Options,
     pub tokens: Vec<Vec<u8>>,
@@ -233,6 +233,8 @@ impl Shared {
 /// The settings of one l2met instance, after validation.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The module's name in the config (its running instance hands over to a rebuilt one).
+    pub name: String,
     pub listen: Option<SocketAddr>,
     pub tokens: Vec<String>,
     pub syslog_udp: Option<SocketAddr>,
@@ -248,6 +250,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            name: "l2met".into(),
             listen: None,
             tokens: Vec::new(),
             syslog_udp: None,
@@ -296,6 +299,7 @@ fn settings(conf: &PluginConf) -> Result<Settings, BuildError> {
     }
     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
     Ok(Settings {
+        name: conf.name.clone(),
         listen,
         tokens: c.tokens.0,
         syslog_udp: address(conf, "syslog_udp", &c.syslog_udp)?,
@@ -315,7 +319,25 @@ fn settings(conf: &PluginConf) -> Result<Settings, BuildError> {
 
 fn build(_ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, BuildError> {
     let s = settings(conf)?;
-    Ok(Box::new(L2met::start(s, system_clock())?))
+    let store = store_for(&conf.name, s.limits);
+    Ok(Box::new(L2met::start_with(s, system_clock(), store)?))
+}
+
+/// The stores of the running instances, by module name.
+static STORES: std::sync::Mutex<Vec<(String, std::sync::Weak<Store>)>> = std::sync::Mutex::new(Vec::new());
+
+/// The store of the running instance of this module (a reload rebuilds the module while the
+/// old instance still runs: the new one takes over its buckets and counters), or a new one.
+fn store_for(name: &str, limits: Limits) -> Arc<Store> {
+    let mut stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
+    stores.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(s) = stores.iter().find(|(n, _)| n == name).and_then(|(_, w)| w.upgrade()) {
+        s.set_limits(limits);
+        return s;
+    }
+    let s = Arc::new(Store::new(limits));
+    stores.push((name.to_string(), Arc::downgrade(&s)));
+    s
 }
 
 /// A running l2met instance: its inputs' threads and the buckets they fill.
@@ -328,10 +350,21 @@ pub struct L2met {
 }
 
 impl L2met {
-    /// Binds the listeners and starts the input threads.
+    /// Binds the listeners and starts the input threads, with a store of its own.
     pub fn start(s: Settings, clock: Clock) -> Result<L2met, BuildError> {
+        let store = Arc::new(Store::new(s.limits));
+        L2met::launch(s, clock, store, false)
+    }
+
+    /// Like [`L2met::start`], filling `store` and taking over the files of the running instance
+    /// of the same name (a reload).
+    pub fn start_with(s: Settings, clock: Clock, store: Arc<Store>) -> Result<L2met, BuildError> {
+        L2met::launch(s, clock, store, true)
+    }
+
+    fn launch(s: Settings, clock: Clock, store: Arc<Store>, take_over: bool) -> Result<L2met, BuildError> {
         let shared = Arc::new(Shared {
-            store: Store::new(s.limits),
+            store,
             clock,
             defaults: s.defaults.clone(),
             tokens: s.tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
@@ -348,8 +381,14 @@ impl L2met {
             None
         } else {
             Some(
-                tail::Tail::start(shared.clone(), s.files.clone(), s.state_file.clone(), s.from_beginning)
-                    .map_err(BuildError::Unavailable)?,
+                tail::Tail::start(
+                    shared.clone(),
+                    s.files.clone(),
+                    s.state_file.clone(),
+                    s.from_beginning,
+                    take_over.then_some(s.name.as_str()),
+                )
+                .map_err(BuildError::Unavailable)?,
             )
         };
         Ok(L2met { shared, flush_delay_ms: s.flush_delay.as_millis() as i64, net, tail, rates: Default::default() })

@@ -40,7 +40,14 @@ pub const MAX_FRAME: usize = 64 << 10;
 const MAX_CONNECTIONS: usize = 256;
 
 /// A socket one or more instances serve.
-enum Socket {
+struct Socket {
+    kind: Kind,
+    /// Bumped when a new instance takes the socket over: the old one stops taking
+    /// connections and datagrams from it (and finishes the requests it has).
+    takeover: watch::Sender<u64>,
+}
+
+enum Kind {
     Tcp(TcpListener),
     Udp(UdpSocket),
 }
@@ -56,10 +63,12 @@ fn socket(tcp: bool, addr: SocketAddr) -> io::Result<Arc<Socket>> {
     table.retain(|(_, _, w)| w.strong_count() > 0);
     if addr.port() != 0 {
         if let Some(s) = table.iter().find(|(t, a, _)| *t == tcp && *a == addr).and_then(|(_, _, w)| w.upgrade()) {
+            s.takeover.send_modify(|g| *g += 1);
             return Ok(s);
         }
     }
-    let s = Arc::new(if tcp { Socket::Tcp(TcpListener::bind(addr)?) } else { Socket::Udp(UdpSocket::bind(addr)?) });
+    let kind = if tcp { Kind::Tcp(TcpListener::bind(addr)?) } else { Kind::Udp(UdpSocket::bind(addr)?) };
+    let s = Arc::new(Socket { kind, takeover: watch::Sender::new(0) });
     table.push((tcp, addr, Arc::downgrade(&s)));
     Ok(s)
 }
@@ -102,12 +111,12 @@ impl Net {
         let udp_sock = bind(false, udp, "syslog_udp")?;
         let tcp_sock = bind(true, tcp, "syslog_tcp")?;
         // Each task gets its own duplicate of the socket, in non-blocking mode.
-        let dup_tcp = |s: &Option<Arc<Socket>>| -> io::Result<Option<TcpListener>> {
+        let dup_tcp = |s: &Option<Arc<Socket>>| -> io::Result<Option<(TcpListener, watch::Receiver<u64>)>> {
             match s.as_deref() {
-                Some(Socket::Tcp(l)) => {
+                Some(Socket { kind: Kind::Tcp(l), takeover }) => {
                     let l = l.try_clone()?;
                     l.set_nonblocking(true)?;
-                    Ok(Some(l))
+                    Ok(Some((l, takeover.subscribe())))
                 }
                 _ => Ok(None),
             }
@@ -116,16 +125,16 @@ impl Net {
         let http_l = dup_tcp(&http_sock).map_err(err)?;
         let tcp_l = dup_tcp(&tcp_sock).map_err(err)?;
         let udp_s = match udp_sock.as_deref() {
-            Some(Socket::Udp(u)) => {
+            Some(Socket { kind: Kind::Udp(u), takeover }) => {
                 let u = u.try_clone().map_err(err)?;
                 u.set_nonblocking(true).map_err(err)?;
-                Some(u)
+                Some((u, takeover.subscribe()))
             }
             _ => None,
         };
-        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let addr = |l: &Option<(TcpListener, _)>| l.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let (http_addr, tcp_addr) = (addr(&http_l), addr(&tcp_l));
-        let udp_addr = udp_s.as_ref().and_then(|u| u.local_addr().ok());
+        let udp_addr = udp_s.as_ref().and_then(|(u, _)| u.local_addr().ok());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -144,52 +153,73 @@ impl Net {
     }
 }
 
-/// Runs `fut` until the stop flag is set.
-async fn until_stopped<F: Future<Output = ()>>(fut: F, mut stop: watch::Receiver<bool>) {
+/// Resolves when the instance stops or another instance takes the socket over.
+async fn stop_or_takeover(mut stop: watch::Receiver<bool>, mut takeover: watch::Receiver<u64>) {
+    let taken_over = async move {
+        if takeover.changed().await.is_err() {
+            // The socket's table entry is gone: only a stop ends this.
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
-        _ = fut => {}
         _ = stop.wait_for(|s| *s) => {}
+        _ = taken_over => {}
     }
 }
 
+/// Runs `fut` until the instance stops or its socket is taken over.
+async fn until_stopped<F: Future<Output = ()>>(fut: F, stop: watch::Receiver<bool>, takeover: watch::Receiver<u64>) {
+    tokio::select! {
+        _ = fut => {}
+        _ = stop_or_takeover(stop, takeover) => {}
+    }
+}
+
+/// How long a stopping instance lets the drain's requests in progress finish.
+const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn run(
     shared: Arc<Shared>,
-    http: Option<TcpListener>,
-    udp: Option<UdpSocket>,
-    tcp: Option<TcpListener>,
-    stop: watch::Receiver<bool>,
+    http: Option<(TcpListener, watch::Receiver<u64>)>,
+    udp: Option<(UdpSocket, watch::Receiver<u64>)>,
+    tcp: Option<(TcpListener, watch::Receiver<u64>)>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let mut tasks = Vec::new();
-    if let Some(l) = http {
+    let mut http_task = None;
+    if let Some((l, takeover)) = http {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
                 let app = Router::new().route("/logs", axum::routing::any(logs)).with_state(shared.clone());
-                tasks.push(tokio::spawn(until_stopped(
-                    async move {
-                        if let Err(e) = axum::serve(l, app).await {
-                            log::error!("l2met: HTTP drain stopped: {e}");
-                        }
-                    },
-                    stop.clone(),
-                )));
+                // Graceful: on stop or takeover it stops accepting and lets requests finish.
+                let serve = axum::serve(l, app).with_graceful_shutdown(stop_or_takeover(stop.clone(), takeover));
+                http_task = Some(tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        log::error!("l2met: HTTP drain stopped: {e}");
+                    }
+                }));
             }
             Err(e) => log::error!("l2met: HTTP drain: {e}"),
         }
     }
-    if let Some(u) = udp {
+    if let Some((u, takeover)) = udp {
         match tokio::net::UdpSocket::from_std(u) {
-            Ok(u) => tasks.push(tokio::spawn(until_stopped(serve_udp(shared.clone(), u), stop.clone()))),
+            Ok(u) => {
+                tokio::spawn(until_stopped(serve_udp(shared.clone(), u), stop.clone(), takeover));
+            }
             Err(e) => log::error!("l2met: syslog UDP: {e}"),
         }
     }
-    if let Some(l) = tcp {
+    if let Some((l, takeover)) = tcp {
         match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => tasks.push(tokio::spawn(until_stopped(serve_tcp(shared.clone(), l), stop.clone()))),
+            Ok(l) => {
+                tokio::spawn(until_stopped(serve_tcp(shared.clone(), l), stop.clone(), takeover));
+            }
             Err(e) => log::error!("l2met: syslog TCP: {e}"),
         }
     }
-    for t in tasks {
-        let _ = t.await;
+    let _ = stop.wait_for(|s| *s).await;
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(HTTP_GRACE, t).await;
     }
 }
 

@@ -150,17 +150,17 @@ impl Bucket {
 
 struct Inner {
     map: HashMap<Box<[u8]>, Bucket>,
+    limits: Limits,
     /// The earliest `ready_at` of any bucket (ms), so a collection with nothing ready is cheap.
     next_ready_ms: i64,
     rng: u64,
     key: Vec<u8>,
 }
 
-/// The shared buckets of one module instance; every input adds to it, the module's
-/// collection takes the ready buckets out.
+/// The shared buckets of one module; every input adds to it, the module's collection takes
+/// the ready buckets out. A reload that rebuilds the module keeps its store.
 pub struct Store {
     inner: Mutex<Inner>,
-    limits: Limits,
     pub counters: Counters,
 }
 
@@ -172,14 +172,24 @@ impl Store {
             .unwrap_or(0x9E37_79B9_7F4A_7C15)
             | 1;
         Store {
-            inner: Mutex::new(Inner { map: HashMap::new(), next_ready_ms: i64::MAX, rng: seed, key: Vec::new() }),
-            limits,
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                limits,
+                next_ready_ms: i64::MAX,
+                rng: seed,
+                key: Vec::new(),
+            }),
             counters: Counters::default(),
         }
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.lock().limits
+    }
+
+    /// New limits (a reload); buckets already open stay.
+    pub fn set_limits(&self, limits: Limits) {
+        self.lock().limits = limits;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -303,16 +313,14 @@ impl Ingest {
         }
         let res = i64::from(opts.resolution.max(1));
         let time = ts.div_euclid(res) * res;
-        if delay(time, opts.resolution, now_ms) > store.limits.deadline
-            || time > now_ms.div_euclid(1000) + MAX_AHEAD_SECS
-        {
+        let mut inner = store.lock();
+        let inner = &mut *inner;
+        let limits = inner.limits;
+        if delay(time, opts.resolution, now_ms) > limits.deadline || time > now_ms.div_euclid(1000) + MAX_AHEAD_SECS {
             self.tally.dropped += m.len() as u64;
             return;
         }
         let source = m.source();
-        let limits = store.limits;
-        let mut inner = store.lock();
-        let inner = &mut *inner;
         for metric in m.iter() {
             let key = &mut inner.key;
             key.clear();

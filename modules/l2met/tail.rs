@@ -68,22 +68,37 @@ struct Control {
     passes: u64,
 }
 
-/// The running tailer.
-pub struct Tail {
+/// The tailer thread and how to stop it.
+struct Handle {
     ctl: Arc<(Mutex<Control>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<State>>>,
 }
 
-impl Drop for Tail {
-    fn drop(&mut self) {
+impl Handle {
+    /// Stops the thread (it saves the offsets) and returns where it was in every file;
+    /// `None` if it was stopped before.
+    fn stop(&self) -> Option<State> {
         {
             let (m, cv) = &*self.ctl;
             m.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
             cv.notify_all();
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        thread.join().ok()
+    }
+}
+
+/// The tailers running, by module name: a rebuilt module's tailer takes over from the old one.
+static RUNNING: Mutex<Vec<(String, std::sync::Weak<Handle>)>> = Mutex::new(Vec::new());
+
+/// The running tailer.
+pub struct Tail {
+    handle: Arc<Handle>,
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.handle.stop();
     }
 }
 
@@ -93,7 +108,18 @@ impl Tail {
         globs: Vec<String>,
         state_file: Option<PathBuf>,
         from_beginning: bool,
+        take_over: Option<&str>,
     ) -> Result<Tail, String> {
+        // A reload: the old tailer stops first and hands over its offsets, so no line is
+        // read twice or missed.
+        let mut handed = None;
+        if let Some(name) = take_over {
+            let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+            running.retain(|(_, w)| w.strong_count() > 0);
+            if let Some(old) = running.iter().find(|(n, _)| n == name).and_then(|(_, w)| w.upgrade()) {
+                handed = old.stop();
+            }
+        }
         let state = match &state_file {
             Some(p) => {
                 if let Some(dir) = p.parent() {
@@ -106,6 +132,7 @@ impl Tail {
             }
             None => State::default(),
         };
+        let state = handed.unwrap_or(state);
         let ctl: Arc<(Mutex<Control>, Condvar)> = Arc::default();
         let c = ctl.clone();
         let mut tailer = Tailer {
@@ -125,12 +152,16 @@ impl Tail {
             .name("l2met-tail".into())
             .spawn(move || tailer.run(&c))
             .map_err(|e| format!("starting the file thread: {e}"))?;
-        Ok(Tail { ctl, thread: Some(thread) })
+        let handle = Arc::new(Handle { ctl, thread: Mutex::new(Some(thread)) });
+        if let Some(name) = take_over {
+            RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_string(), Arc::downgrade(&handle)));
+        }
+        Ok(Tail { handle })
     }
 
     /// Waits until the files were looked at once after this call.
     pub fn sync(&self) {
-        let (m, cv) = &*self.ctl;
+        let (m, cv) = &*self.handle.ctl;
         let mut c = m.lock().unwrap_or_else(|e| e.into_inner());
         let target = c.passes + 2;
         c.wake = true;
@@ -180,7 +211,8 @@ struct Tailer {
 }
 
 impl Tailer {
-    fn run(&mut self, ctl: &(Mutex<Control>, Condvar)) {
+    /// Runs until stopped; returns where it is in every file.
+    fn run(&mut self, ctl: &(Mutex<Control>, Condvar)) -> State {
         let (m, cv) = ctl;
         loop {
             self.pass(ctl);
@@ -199,22 +231,25 @@ impl Tailer {
             }
         }
         self.save();
+        std::mem::take(&mut self.saved)
     }
 
     fn stopping(ctl: &(Mutex<Control>, Condvar)) -> bool {
         ctl.0.lock().map(|c| c.stop).unwrap_or(true)
     }
 
+    /// Records where reading is in every file, and writes it to the state file if there is one.
     fn save(&mut self) {
-        let Some(path) = &self.state_file else { return };
         let mut state = State::default();
         for (p, t) in &self.files {
             state
                 .files
                 .insert(p.to_string_lossy().into_owned(), Offset { dev: t.dev, ino: t.ino, offset: t.line_offset() });
         }
-        if let Err(e) = state.save(path) {
-            log::warn!("l2met: saving the file offsets to {}: {e}", path.display());
+        if let Some(path) = &self.state_file {
+            if let Err(e) = state.save(path) {
+                log::warn!("l2met: saving the file offsets to {}: {e}", path.display());
+            }
         }
         self.saved = state;
         self.dirty = false;

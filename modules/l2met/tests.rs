@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::Path;
+
 use super::parse::{parse_rfc3339, Kind};
 use super::store::{delay, measure_stats, MeasureStats};
 use super::*;
@@ -521,10 +523,16 @@ fn a_port_in_use_is_reported_and_ports_are_freed_on_drop() {
     drop(other);
     let s = Settings { listen: Some(addr), tokens: vec!["t".into()], ..Settings::default() };
     let a = L2met::start(s.clone(), system_clock()).unwrap_or_else(|e| panic!("{e}"));
-    // A second instance with the same address (a reload) shares the socket...
+    assert_eq!(request(addr, "POST", "/logs", Some(&basic("t")), "").0, 200);
+    // A second instance with the same address (a reload) takes the socket over: the first
+    // stops accepting at once, the second serves while the first still exists...
     let b = L2met::start(s.clone(), system_clock()).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..5 {
+        assert_eq!(request(addr, "POST", "/logs", Some(&basic("t")), "").0, 200);
+    }
+    assert_eq!(b.shared().store.counters.requests.load(Ordering::SeqCst), 5);
     drop(a);
-    // ...and keeps serving after the first is gone.
+    // ...and after it is gone.
     assert_eq!(request(addr, "POST", "/logs", Some(&basic("t")), "").0, 200);
     drop(b);
     // Both gone: the port is free again.
@@ -712,4 +720,55 @@ fn randomised_frames_never_panic() {
         }
         fuzzing::frames(&d);
     }
+}
+
+/// A reload rebuilds the module while the old instance runs: the new one keeps the buckets,
+/// the counters and the place in every tailed file, so nothing is lost or read twice.
+#[test]
+fn a_rebuilt_instance_takes_over_buckets_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let append =
+        |text: &str| std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(text.as_bytes()).unwrap();
+    let conf = |extra: &str| {
+        let text = format!(r#"{{"files": ["{}/*.log"]{extra}}}"#, dir.path().display());
+        PluginConf::from_text("l2met_reload_test", Path::new("conf.d/l2met_reload_test.conf"), &text)
+    };
+    let ctx = ModuleContext::default();
+    let a = build(&ctx, &conf("")).unwrap_or_else(|e| panic!("{e}"));
+    let a_shared = {
+        // The built module is an L2met; reach its store through the registry.
+        STORES.lock().unwrap().iter().find(|(n, _)| n == "l2met_reload_test").and_then(|(_, w)| w.upgrade()).unwrap()
+    };
+    // Let the first pass find the file, then write.
+    std::thread::sleep(Duration::from_millis(400));
+    append("count#x=1\n");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(a_shared.counters.lines.load(Ordering::SeqCst), 1);
+    let b = build(&ctx, &conf(r#", "max_values": 5"#)).unwrap_or_else(|e| panic!("{e}"));
+    append("count#y=1\n");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(a_shared.limits().max_values, 5, "the same store, with the new limits");
+    let got: Vec<(String, Stats)> = summarize_all(&a_shared).into_iter().map(|s| (s.name, s.stats)).collect();
+    assert_eq!(got, [("x".to_string(), Stats::Counter(1.0)), ("y".to_string(), Stats::Counter(1.0))]);
+    assert_eq!(a_shared.counters.lines.load(Ordering::SeqCst), 2);
+    drop(b);
+}
+
+fn summarize_all(store: &Store) -> Vec<Series> {
+    store::summarize(store.take_ready(i64::MAX / 4, 0))
+}
+
+#[test]
+fn the_stock_conf_file_is_the_defaults() {
+    let text = include_str!("../../conf.d/l2met.conf");
+    let s = settings(&PluginConf::from_text("l2met", Path::new("conf.d/l2met.conf"), text))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = Settings::default();
+    assert_eq!((s.listen, s.syslog_udp, s.syslog_tcp, &s.files, &s.state_file), (None, None, None, &d.files, &None));
+    assert_eq!((s.defaults, s.flush_delay, s.from_beginning), (d.defaults, d.flush_delay, false));
+    let (l, dl) = (s.limits, d.limits);
+    assert_eq!((l.deadline, l.max_buckets, l.max_values), (dl.deadline, dl.max_buckets, dl.max_values));
 }
