@@ -56,8 +56,11 @@
 //! beyond that; count, sum, min, max and mean stay exact).
 //!
 //! **Inputs** run on their own threads, started when the module is built and stopped when it
-//! is dropped (a reload that changes this module's settings hands its sockets to the new
-//! instance; buckets still open then are lost):
+//! is dropped; the collection only takes ready buckets out of memory and never waits for
+//! I/O. A reload that changes this module's settings builds the new instance while the old
+//! one runs: the new one takes over the old one's buckets and counters, its sockets (the old
+//! one stops accepting at once and finishes the requests it has) and its place in every
+//! file, so nothing is lost or read twice.
 //!
 //! * `listen`: the HTTP drain. `POST /logs` with a logplex / log-shuttle body (octet-counted
 //!   RFC 5424 frames), HTTP Basic auth: the credentials (`user:password`, or `token:` as a

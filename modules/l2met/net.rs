@@ -6,10 +6,11 @@
 //! connection of this instance.
 //!
 //! Sockets are bound when the module is built, so a port in use is reported at start. A
-//! reload builds the new instance while the old one still runs; the two share each socket
-//! they both configure (a process-wide table hands the new instance a duplicate of the
-//! old one's socket), so a changed config never fails on its own port and no connection
-//! waiting in the old socket's queue is lost.
+//! reload builds the new instance while the old one still runs; a process-wide table hands
+//! the new instance the old one's socket (a duplicate of it), so a changed config never
+//! fails on its own port and no connection waiting in the socket's queue is lost. The old
+//! instance then stops accepting and reading at once, and lets the drain's requests in
+//! progress finish (2 s at most) when it is dropped.
 
 use std::future::Future;
 use std::io;
@@ -234,9 +235,9 @@ async fn logs(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
         return reply(StatusCode::BAD_REQUEST, "Invalid Request");
     }
-    if let Err(r) = check_auth(req.headers(), &shared.tokens) {
+    if let Err(e) = check_auth(req.headers(), &shared.tokens) {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
-        return r;
+        return e.response();
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
@@ -257,15 +258,36 @@ async fn logs(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     Response::new(Body::empty())
 }
 
+/// Why a drain request's credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header: 401 `Fail: Missing auth.` (l2met crashed here).
+    Missing,
+    /// Not `Basic` with base64: 400 `Fail: Parse auth.`
+    Unparsable,
+    /// Not one of the tokens: 400 `Invalid Request`.
+    Wrong,
+}
+
+impl AuthError {
+    fn response(self) -> Response {
+        match self {
+            AuthError::Missing => {
+                let mut r = reply(StatusCode::UNAUTHORIZED, "Fail: Missing auth.");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"l2met\""));
+                r
+            }
+            AuthError::Unparsable => reply(StatusCode::BAD_REQUEST, "Fail: Parse auth."),
+            AuthError::Wrong => reply(StatusCode::BAD_REQUEST, "Invalid Request"),
+        }
+    }
+}
+
 /// HTTP Basic credentials checked against the tokens (see the module docs).
-#[allow(clippy::result_large_err)]
-pub fn check_auth(headers: &HeaderMap, tokens: &[Vec<u8>]) -> Result<(), Response> {
-    let Some(h) = headers.get(header::AUTHORIZATION) else {
-        let mut r = reply(StatusCode::UNAUTHORIZED, "Fail: Missing auth.");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"l2met\""));
-        return Err(r);
-    };
-    let creds = basic_credentials(h.as_bytes()).ok_or_else(|| reply(StatusCode::BAD_REQUEST, "Fail: Parse auth."))?;
+pub fn check_auth(headers: &HeaderMap, tokens: &[Vec<u8>]) -> Result<(), AuthError> {
+    let h = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let creds = basic_credentials(h.as_bytes()).ok_or(AuthError::Unparsable)?;
     let creds = creds.strip_suffix(b":").unwrap_or(&creds);
     // Every token is compared (in constant time each), so the time taken does not tell
     // which one came close.
@@ -276,7 +298,7 @@ pub fn check_auth(headers: &HeaderMap, tokens: &[Vec<u8>]) -> Result<(), Respons
     if bool::from(ok) {
         Ok(())
     } else {
-        Err(reply(StatusCode::BAD_REQUEST, "Invalid Request"))
+        Err(AuthError::Wrong)
     }
 }
 
