@@ -728,32 +728,29 @@ fn randomised_frames_never_panic() {
 fn a_rebuilt_instance_takes_over_buckets_and_files() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
-    std::fs::write(&log, "").unwrap();
+    std::fs::write(&log, "count#x=1\n").unwrap();
     let append =
         |text: &str| std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(text.as_bytes()).unwrap();
     let conf = |extra: &str| {
-        let text = format!(r#"{{"files": ["{}/*.log"]{extra}}}"#, dir.path().display());
+        let text = format!(r#"{{"files": ["{}/*.log"], "from_beginning": true{extra}}}"#, dir.path().display());
         PluginConf::from_text("l2met_reload_test", Path::new("conf.d/l2met_reload_test.conf"), &text)
     };
     let ctx = ModuleContext::default();
     let a = build(&ctx, &conf("")).unwrap_or_else(|e| panic!("{e}"));
-    let a_shared = {
-        // The built module is an L2met; reach its store through the registry.
-        STORES.lock().unwrap().iter().find(|(n, _)| n == "l2met_reload_test").and_then(|(_, w)| w.upgrade()).unwrap()
-    };
-    // Let the first pass find the file, then write.
-    std::thread::sleep(Duration::from_millis(400));
-    append("count#x=1\n");
-    std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(a_shared.counters.lines.load(Ordering::SeqCst), 1);
+    // The built module is an L2met behind `dyn Module`; reach its store through the registry.
+    let store =
+        STORES.lock().unwrap().iter().find(|(n, _)| n == "l2met_reload_test").and_then(|(_, w)| w.upgrade()).unwrap();
+    let lines = || store.counters.lines.load(Ordering::SeqCst);
+    eventually(|| (lines() == 1).then_some(()));
     let b = build(&ctx, &conf(r#", "max_values": 5"#)).unwrap_or_else(|e| panic!("{e}"));
     append("count#y=1\n");
     drop(a);
+    eventually(|| (lines() == 2).then_some(()));
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(a_shared.limits().max_values, 5, "the same store, with the new limits");
-    let got: Vec<(String, Stats)> = summarize_all(&a_shared).into_iter().map(|s| (s.name, s.stats)).collect();
+    assert_eq!(lines(), 2, "nothing read twice");
+    assert_eq!(store.limits().max_values, 5, "the same store, with the new limits");
+    let got: Vec<(String, Stats)> = summarize_all(&store).into_iter().map(|s| (s.name, s.stats)).collect();
     assert_eq!(got, [("x".to_string(), Stats::Counter(1.0)), ("y".to_string(), Stats::Counter(1.0))]);
-    assert_eq!(a_shared.counters.lines.load(Ordering::SeqCst), 2);
     drop(b);
 }
 
