@@ -14,7 +14,7 @@
 //! | `l2met_receiver.buckets` | | int | gauge | buckets open now (waiting for their window to close) |
 //! | `l2met_receiver.lines_per_sec` | | float | rate | log lines read from every input |
 //! | `l2met_receiver.values_per_sec` | | float | rate | values added to buckets |
-//! | `l2met_receiver.dropped_per_sec` | | float | rate | values dropped because their bucket was more than `deadline` periods old (l2met's `receiver.drop`) or more than an hour ahead |
+//! | `l2met_receiver.dropped_per_sec` | | float | rate | values dropped because their bucket was more than `deadline` windows old when they came (l2met's `receiver.drop`) or when it was to be sent, or more than an hour ahead |
 //! | `l2met_receiver.overflow_per_sec` | | float | rate | values dropped because `max_buckets` buckets were open |
 //! | `l2met_receiver.l10_per_sec` | | float | rate | messages logplex said it dropped (`Error L10` lines; l2met's `logplex.l10`) |
 //! | `l2met_receiver.bad_lines_per_sec` | | float | rate | lines ignored because their logfmt does not scan (an unterminated quote) |
@@ -49,7 +49,10 @@
 //! (l2met's rule: (round(now) − window) ÷ resolution, rounded to the nearest window) is
 //! dropped and counted. A bucket's points go out with the first collection at least
 //! `flush_delay` after its window closed, so the payload's timestamp is the end of the
-//! window plus that delay (l2met gave the start of the window as `measure_time`). Buckets of
+//! window plus that delay (l2met gave the start of the window as `measure_time`). A closed
+//! bucket that is still unsent more than `deadline` windows (plus `flush_delay` and a second)
+//! after it closed, after a stall or with a module `interval` longer than that, is dropped and
+//! counted instead: its points would carry a time far from their window's. Buckets of
 //! one series that close between two collections (a resolution below the module's interval,
 //! or late values that reopened a window already sent) are merged into one set of points.
 //! A measurement keeps at most `max_values` values for its percentiles (a uniform sample

@@ -42,6 +42,9 @@ impl Default for Limits {
     }
 }
 
+/// Slack for the collection's tick when deciding that a closed bucket is too old to send.
+pub const STALE_SLACK_MS: i64 = 1000;
+
 /// A bucket more than this far in the future (a sender's clock far off) is dropped too.
 pub const MAX_AHEAD_SECS: i64 = 3600;
 
@@ -139,6 +142,8 @@ pub struct Bucket {
     pub units: String,
     pub source: String,
     pub agg: Agg,
+    /// Values added.
+    pub values: u64,
 }
 
 impl Bucket {
@@ -206,7 +211,10 @@ impl Store {
     }
 
     /// Takes out every bucket whose window closed at least `delay_ms` before `now_ms`
-    /// (epoch milliseconds), oldest first.
+    /// (epoch milliseconds), oldest first. A bucket whose window closed more than `deadline`
+    /// windows (plus `delay_ms` and a second) before now is dropped instead and its values
+    /// counted as dropped: its points would go out stamped far from their time (after a stall,
+    /// or with a module interval longer than that).
     pub fn take_ready(&self, now_ms: i64, delay_ms: i64) -> Vec<Bucket> {
         let mut inner = self.lock();
         if inner.next_ready_ms.saturating_add(delay_ms) > now_ms {
@@ -216,7 +224,18 @@ impl Store {
         let keys: Vec<Box<[u8]>> = inner.map.iter().filter(|(_, b)| ready(b)).map(|(k, _)| k.clone()).collect();
         let mut out: Vec<Bucket> = keys.iter().filter_map(|k| inner.map.remove(k)).collect();
         inner.next_ready_ms = inner.map.values().map(|b| b.ready_at().saturating_mul(1000)).min().unwrap_or(i64::MAX);
+        let deadline = inner.limits.deadline;
         drop(inner);
+        let stale = |b: &Bucket| {
+            let late_ms = now_ms.saturating_sub(b.ready_at().saturating_mul(1000)).saturating_sub(delay_ms);
+            late_ms
+                > deadline.saturating_mul(i64::from(b.resolution)).saturating_mul(1000).saturating_add(STALE_SLACK_MS)
+        };
+        let dropped: u64 = out.iter().filter(|b| stale(b)).map(|b| b.values).sum();
+        if dropped > 0 {
+            self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            out.retain(|b| !stale(b));
+        }
         out.sort_by(|a, b| (a.time, &a.name, &a.source, &a.units).cmp(&(b.time, &b.name, &b.source, &b.units)));
         out
     }
@@ -352,6 +371,7 @@ impl Ingest {
             }
             if let Some(b) = inner.map.get_mut(&key[..]) {
                 b.agg.add(metric.value, limits.max_values, &mut inner.rng);
+                b.values += 1;
                 self.tally.values += 1;
                 continue;
             }
@@ -368,6 +388,7 @@ impl Ingest {
                 units: String::from_utf8_lossy(metric.units).into_owned(),
                 source: String::from_utf8_lossy(&key[src_at..]).into_owned(),
                 agg: Agg::new(metric.kind, metric.value),
+                values: 1,
             };
             inner.next_ready_ms = inner.next_ready_ms.min(bucket.ready_at().saturating_mul(1000));
             inner.map.insert(key.as_slice().into(), bucket);

@@ -392,7 +392,7 @@ fn late_values_and_slow_collections_merge_into_one_series() {
     }
     // 00:06:21 was three windows late: dropped. The three others closed by 00:07:02.
     assert_eq!(h.counter(|c| &c.dropped), 3);
-    let s = h.series_at("2013-07-22T00:07:02Z");
+    let s = h.series_at("2013-07-22T00:07:01Z");
     let m = find(&s, "m");
     assert_eq!((m.time, m.windows), (MINUTE + 30, 3));
     assert_eq!(
@@ -754,8 +754,9 @@ fn a_rebuilt_instance_takes_over_buckets_and_files() {
     drop(b);
 }
 
+/// Everything in a store filled at the system's time (resolution 60 s), 90 s from now.
 fn summarize_all(store: &Store) -> Vec<Series> {
-    store::summarize(store.take_ready(i64::MAX / 4, 0))
+    store::summarize(store.take_ready(system_clock()() + 90_000, 0))
 }
 
 #[test]
@@ -768,4 +769,24 @@ fn the_stock_conf_file_is_the_defaults() {
     assert_eq!((s.defaults, s.flush_delay, s.from_beginning), (d.defaults, d.flush_delay, false));
     let (l, dl) = (s.limits, d.limits);
     assert_eq!((l.deadline, l.max_buckets, l.max_values), (dl.deadline, dl.max_buckets, dl.max_values));
+}
+
+/// Buckets are dropped (and counted) when the collection comes more than `deadline` windows
+/// after they closed: their points would be stamped far from their time.
+#[test]
+fn closed_buckets_older_than_the_deadline_are_dropped_at_collection() {
+    let h = Harness::new(|_| {});
+    assert_eq!(h.post("", &frame(T0, "web.1", "measure#m=1 measure#m=2 count#c=5")).0, 200);
+    // Closed at 00:07:00, flush delay 1 s, deadline 2 windows, 1 s for the tick: 00:09:02.
+    h.set_now("2013-07-22T00:09:02Z");
+    assert_eq!(h.m.ready_series().len(), 2);
+    // At receive, the same window is too old by now: Delay 3 > 2.
+    assert_eq!(h.post("", &frame(T0, "web.1", "count#late=1")).0, 200);
+    assert_eq!(h.counter(|c| &c.dropped), 1);
+    h.set_now("2013-07-22T00:06:30Z");
+    assert_eq!(h.post("", &frame(T0, "web.1", "measure#m=1 measure#m=2 count#c=5")).0, 200);
+    h.now.store(ms("2013-07-22T00:09:02Z") + 1, Ordering::SeqCst);
+    assert!(h.m.ready_series().is_empty());
+    assert_eq!(h.counter(|c| &c.dropped), 1 + 3);
+    assert_eq!(h.m.shared().store.len(), 0);
 }
