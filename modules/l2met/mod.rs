@@ -37,7 +37,7 @@
 //! start: digits with at most one `.` (`.5` is 0.5, `1.5.3ms` is 1.5); a bare key counts 1;
 //! a value with no leading digit (`-3`, `abc`, `ms4`) is ignored, so there are no negative
 //! numbers. The units are the value without its leading and trailing digits and dots
-//! (`100GB` → `GB`, `10` → ``). The first `source=` of the line applies to all of its
+//! (`100GB` → `GB`; `10` has none). The first `source=` of the line applies to all of its
 //! metrics. Other keys are ignored, and so are metrics without a name (`measure#=1`, which
 //! l2met kept). A logplex `Error L10 … : N messages dropped` line (PROCID `logplex`) gives no
 //! metric but counts N.
