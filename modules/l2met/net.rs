@@ -378,6 +378,7 @@ async fn serve_udp(shared: Arc<Shared>, sock: tokio::net::UdpSocket) {
             Ok((n, _)) => n,
             Err(e) => {
                 log::debug!("l2met: syslog UDP: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
