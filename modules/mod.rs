@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod disk;
 pub mod exec;
 pub mod internal;
+pub mod l2met;
 pub mod load;
 pub mod memory;
 pub mod network;
@@ -28,4 +29,5 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &prometheus_scrape::SPEC,
     &pushgateway_receiver::SPEC,
     &internal::SPEC,
+    &l2met::SPEC,
 ];

@@ -50,23 +50,10 @@ cargo clippy --locked --workspace --all-targets --no-default-features -- -D warn
 echo "==> cargo test"
 cargo test --locked --workspace "$@"
 
-# Fuzz the Prometheus text parser for a bounded time. cargo fuzz needs a nightly toolchain,
-# which cannot be fetched here: where none is installed, the randomised round-trip and
-# corruption test of src/promtext.rs (part of cargo test above) is what ran.
-FUZZ_SECONDS=${BADGER_FUZZ_SECONDS:-60}
-if [ "$FUZZ_SECONDS" != 0 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-    if ! cargo fuzz --version >/dev/null 2>&1; then
-        echo "==> cargo install cargo-fuzz"
-        cargo install --locked -q cargo-fuzz
-    fi
-    echo "==> cargo +nightly fuzz run promtext (${FUZZ_SECONDS}s; BADGER_FUZZ_SECONDS=0 skips)"
-    FUZZ_CORPUS=$(mktemp -d)
-    cargo +nightly fuzz run promtext "$FUZZ_CORPUS" fuzz/seeds/promtext -- \
-        -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1
-    rm -rf "$FUZZ_CORPUS"
-else
-    echo "note: cargo fuzz skipped (no nightly toolchain, or BADGER_FUZZ_SECONDS=0); the randomised parser test ran in cargo test"
-fi
+# Every cargo-fuzz target (the Prometheus text parser, the l2met frame parser) for a bounded
+# time; without a nightly toolchain it says so, and the stable randomised tests above ran.
+echo "==> fuzz targets, bounded (scripts/fuzz.sh; FUZZ_SECONDS each, default 60)"
+./scripts/fuzz.sh
 
 if [ "${BADGER_SKIP_PACKAGING:-0}" != 1 ]; then
     echo "==> packaging (scripts/package-test.sh; skip with BADGER_SKIP_PACKAGING=1)"
