@@ -8,6 +8,7 @@ pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod outbox;
+pub mod pulse;
 pub mod stdout;
 pub mod stdout_pretty;
 
@@ -16,6 +17,7 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &stdout::SPEC,
     &stdout_pretty::SPEC,
     &graphite::SPEC,
+    &pulse::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,
 ];

@@ -1,7 +1,7 @@
 //! badger: a per-host Linux stats agent, the successor of Stat Badger.
 //!
 //! Dependency direction (one way): the point model and plugin API ([`point`], [`plugin`],
-//! [`matcher`], [`rate`], [`procfile`]) ← [`modules`] and [`emitters`] ← the core
+//! [`matcher`], [`rate`], [`procfile`], [`pulse_proto`]) ← [`modules`] and [`emitters`] ← the core
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
@@ -11,6 +11,7 @@ pub mod matcher;
 pub mod plugin;
 pub mod point;
 pub mod procfile;
+pub mod pulse_proto;
 pub mod rate;
 
 #[path = "../modules/mod.rs"]
