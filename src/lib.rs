@@ -25,4 +25,5 @@ pub mod cli;
 pub mod config;
 pub mod hostmeta;
 pub mod logging;
+pub mod pulse;
 pub mod scheduler;

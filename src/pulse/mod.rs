@@ -1,0 +1,164 @@
+//! `badger server`: a Pulse server (the successor of nanopack/pulse) in the same binary.
+//!
+//! Relays (the `pulse` emitter, or any program speaking the protocol) connect over TCP
+//! ([`tcp`]); the server polls them and stores what they answer in the embedded store
+//! ([`embedded`]) or InfluxDB ([`influx`]). The HTTP API ([`http`]) reads it back; alerts
+//! ([`alerts`]) are evaluated on it. The tokio runtime exists only here: the agent never
+//! starts it.
+
+pub mod config;
+pub mod embedded;
+pub mod store;
+pub mod tcp;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+pub use config::{ServerArgs, Settings};
+use store::{Backend, Batch};
+
+/// Exit status when the server cannot start.
+pub const EXIT_START: i32 = 1;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs `badger server` until SIGTERM or SIGINT; returns the exit status.
+pub fn main(args: &ServerArgs) -> i32 {
+    if args.version {
+        println!("badger {} (pulse server)", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("badger server: {e}");
+            return 2;
+        }
+    };
+    let log =
+        crate::config::LogConfig { level: settings.log_level, format: crate::config::LogFormat::Text, file: None };
+    if let Err(e) = crate::logging::configure(&log, None) {
+        eprintln!("badger server: cannot set up logging: {e}");
+    }
+    for n in &settings.notes {
+        log::warn!("{n}");
+    }
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("pulse").build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::error!("Pulse failed to start - cannot start the runtime: {e}");
+                return EXIT_START;
+            }
+        };
+    match rt.block_on(run(settings)) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            EXIT_START
+        }
+    }
+}
+
+/// Opens the configured backend.
+pub fn open_backend(s: &Settings) -> Result<Arc<dyn Backend>, String> {
+    let opts = embedded::Options {
+        dir: s.storage.clone(),
+        raw_retention: s.raw_retention,
+        agg_retention: Duration::from_secs(s.retention_weeks as u64 * 7 * 86_400),
+        agg_interval: s.aggregate_interval,
+    };
+    let store = embedded::Embedded::open(opts)
+        .map_err(|e| format!("Pulse failed to start - opening the store in {}: {e}", s.storage.display()))?;
+    log::info!("pulse: embedded store in {}", s.storage.display());
+    Ok(Arc::new(store))
+}
+
+/// The writer thread: stores every batch, flushes every 200 ms, maintains every 10 s.
+fn writer(
+    backend: Arc<dyn Backend>,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
+    handle: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+) {
+    let mut last_flush = Instant::now();
+    let mut last_maintain = Instant::now();
+    loop {
+        if stop.load(Ordering::Acquire) {
+            while let Ok(batch) = rx.try_recv() {
+                if let Err(e) = backend.write(&batch) {
+                    log::error!("pulse store: {e}");
+                }
+            }
+            break;
+        }
+        let next = handle.block_on(async { tokio::time::timeout(Duration::from_millis(200), rx.recv()).await });
+        match next {
+            Ok(Some(batch)) => {
+                if let Err(e) = backend.write(&batch) {
+                    log::error!("pulse store: {e}");
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+        if last_flush.elapsed() >= Duration::from_millis(200) {
+            last_flush = Instant::now();
+            if let Err(e) = backend.flush() {
+                log::error!("pulse store: {e}");
+            }
+        }
+        if last_maintain.elapsed() >= Duration::from_secs(10) {
+            last_maintain = Instant::now();
+            backend.maintain(now_ms());
+        }
+    }
+    backend.close();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), String> {
+    let backend = open_backend(&settings)?;
+    let (tx, rx) = mpsc::channel::<Arc<Batch>>(4096);
+    let handle = tokio::runtime::Handle::current();
+    let b = backend.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let writer = std::thread::Builder::new()
+        .name("pulse-store".into())
+        .spawn(move || writer(b, rx, handle, st))
+        .map_err(|e| format!("Pulse failed to start - {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&settings.server_listen_address)
+        .await
+        .map_err(|e| format!("Pulse failed to start - listening on {}: {e}", settings.server_listen_address))?;
+    log::info!("pulse: relays on {}", settings.server_listen_address);
+    let registry = Arc::new(tcp::Registry::default());
+    let ctx = tcp::Ctx { registry: registry.clone(), sink: tx.clone(), beat: settings.beat_interval };
+    let relays = tokio::spawn(tcp::serve(listener, ctx));
+    let poller = tokio::spawn(tcp::poller(registry.clone(), settings.poll_interval));
+    shutdown_signal().await;
+    log::info!("pulse: stopping ({} relays connected)", registry.len());
+    relays.abort();
+    poller.abort();
+    drop(tx);
+    // The writer stores what is queued, writes its buffers and stops.
+    stop.store(true, Ordering::Release);
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    log::info!("pulse: stopped");
+    Ok(())
+}

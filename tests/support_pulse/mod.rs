@@ -1,0 +1,156 @@
+//! Helpers for the Pulse server tests: start `badger server` on free loopback ports, and a
+//! relay client written from the protocol text (not from badger's own relay code).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A `badger server` child process; killed (by its own handle) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub tcp: String,
+    pub http: String,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts the server with `args` (besides -S, -H and --storage) and waits until both
+    /// ports answer.
+    pub fn start(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_in(&dir, args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub fn start_in(dir: &std::path::Path, args: &[&str]) -> Server {
+        let tcp = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_badger"));
+        cmd.args(["server", "-S", &tcp, "-H", &http, "--storage"]).arg(dir).args(args);
+        if std::env::var_os("PULSE_TEST_LOG").is_none() {
+            cmd.stderr(Stdio::null());
+        }
+        let child = cmd.stdout(Stdio::null()).spawn().expect("spawn badger server");
+        let s = Server { child, tcp, http, dir: dir.to_path_buf(), _tmp: None };
+        s.wait_port(&s.tcp.clone());
+        s
+    }
+
+    pub fn wait_port(&self, addr: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if TcpStream::connect(addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server did not listen on {addr}");
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A relay client from the protocol text: newline-terminated lines over TCP.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        Client { reader: BufReader::new(stream.try_clone().expect("clone")), stream }
+    }
+
+    /// Connects and identifies; checks the `ok` and `beat` answers.
+    pub fn identify(addr: &str, id: &str, beat: u64) -> Client {
+        let mut c = Client::connect(addr);
+        c.send(&format!("id {id}"));
+        assert_eq!(c.line().as_deref(), Some("ok"));
+        assert_eq!(c.line(), Some(format!("beat {beat}")));
+        c
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.stream.write_all(format!("{line}\n").as_bytes()).expect("write");
+    }
+
+    /// The next line, or None on close or timeout.
+    pub fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.reader.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+        }
+    }
+
+    pub fn set_timeout(&self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).expect("timeout");
+    }
+
+    /// True if the server closed the connection (EOF) within the read timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0))
+            || matches!(self.reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+
+    /// Waits for one `get` (at most `timeout`), answers it and returns its names.
+    pub fn answer_one_get(&mut self, timeout: Duration, f: impl Fn(&str) -> String) -> Option<String> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            self.set_timeout((until - Instant::now()).max(Duration::from_millis(10)));
+            let l = self.line()?;
+            if let Some(names) = l.strip_prefix("get ") {
+                let items: Vec<String> = names.split(',').map(|n| format!("{n}-{n}:{}", f(n))).collect();
+                self.send(&format!("got {}", items.join(",")));
+                return Some(names.to_string());
+            }
+        }
+        None
+    }
+
+    /// Answers `get` lines with values from `f(name)` until `until`; returns the gets seen.
+    pub fn answer_gets(&mut self, until: Instant, f: impl Fn(&str) -> String) -> Vec<String> {
+        let mut seen = Vec::new();
+        while Instant::now() < until {
+            self.set_timeout((until - Instant::now()).max(Duration::from_millis(10)));
+            let Some(l) = self.line() else { break };
+            if let Some(names) = l.strip_prefix("get ") {
+                let items: Vec<String> = names.split(',').map(|n| format!("{n}-{n}:{}", f(n))).collect();
+                self.send(&format!("got {}", items.join(",")));
+                seen.push(names.to_string());
+            }
+        }
+        seen
+    }
+}
