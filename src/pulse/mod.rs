@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod embedded;
+pub mod http;
 pub mod store;
 pub mod tcp;
 
@@ -151,10 +152,34 @@ async fn run(settings: Settings) -> Result<(), String> {
     let ctx = tcp::Ctx { registry: registry.clone(), sink: tx.clone(), beat: settings.beat_interval };
     let relays = tokio::spawn(tcp::serve(listener, ctx));
     let poller = tokio::spawn(tcp::poller(registry.clone(), settings.poll_interval));
+    let tz = jiff::tz::TimeZone::get(&settings.time_zone).map_err(|e| format!("Api failed to start - {e}"))?;
+    let api = Arc::new(http::Api {
+        backend: backend.clone(),
+        token: settings.token.clone(),
+        cors_allow: settings.cors_allow.clone(),
+        poll: settings.poll_interval,
+        tz,
+        metrics: http::QueryMetrics::default(),
+        extra: None,
+    });
+    let tls = if settings.insecure {
+        None
+    } else {
+        Some(
+            http::tls_config(settings.tls_cert.as_deref(), settings.tls_key.as_deref())
+                .map_err(|e| format!("Api failed to start - {e}"))?,
+        )
+    };
+    let http_listener = tokio::net::TcpListener::bind(&settings.http_listen_address)
+        .await
+        .map_err(|e| format!("Api failed to start - listening on {}: {e}", settings.http_listen_address))?;
+    log::info!("pulse: API on {}://{}", if tls.is_some() { "https" } else { "http" }, settings.http_listen_address);
+    let api_task = tokio::spawn(http::serve(http_listener, http::router(api.clone()), tls));
     shutdown_signal().await;
     log::info!("pulse: stopping ({} relays connected)", registry.len());
     relays.abort();
     poller.abort();
+    api_task.abort();
     drop(tx);
     // The writer stores what is queued, writes its buffers and stops.
     stop.store(true, Ordering::Release);
