@@ -276,3 +276,46 @@ fn restart_keeps_the_data() {
     assert_eq!(s.get("/keys").body, "[\"cpu_used\"]\n");
     assert_eq!(s.get_ok("/latest/cpu_used").json()["value"], 0.5);
 }
+
+#[test]
+fn aggregates_come_from_live_data() {
+    // -a 1: one-minute buckets; the bucket closes with the first point of the next minute.
+    let s = Server::start(&["-p", "1", "-a", "1"]);
+    let mut c = Client::identify(&s.tcp, "host1", 30);
+    c.send("add cpu_used:service:web1");
+    let start = now_ms();
+    let next_minute = (start / 60_000 + 1) * 60_000;
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let until = std::time::Instant::now() + Duration::from_millis((next_minute - start + 3_000) as u64);
+    c.answer_gets(until, |_| format!("{}.0000", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2));
+    let r = s.get_ok("/hourly/cpu_used?start=1h&service=web1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{}", r.body);
+    // The values alternate 0 and 1: the minute's mean is within [0, 1].
+    let mean = rows[0]["value"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&mean), "{mean}");
+    assert_eq!(rows[0]["time"].as_i64().unwrap(), start / 3_600_000 * 3_600_000);
+    let d = s.get("/daily/cpu_used").json();
+    assert_eq!(d.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn retention_cuts_old_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path(), 240);
+    let s = Server::start_in(dir.path(), &["-r", "1"]);
+    let v = s.get("/hourly/cpu_used?start=10d").json();
+    let times: Vec<i64> = v.as_array().unwrap().iter().map(|o| o["time"].as_i64().unwrap()).collect();
+    let week = 7 * 86_400_000;
+    assert!(times[0] >= now_ms() - week - 3_600_000, "{} is older than a week", times[0]);
+    assert!(times.len() >= 24 * 7 - 2, "{}", times.len());
+    // The day files older than the retention are gone from the disk too.
+    let oldest = std::fs::read_dir(dir.path().join("agg"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".seg")?.parse::<i64>().ok())
+        .min()
+        .unwrap();
+    assert!(oldest + 86_400_000 > now_ms() - week, "a day file past retention is left");
+}
