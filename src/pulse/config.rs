@@ -69,6 +69,9 @@ pub struct ServerArgs {
     /// Time zone of the daily HH:MM labels (IANA name) [default: UTC]
     #[arg(long = "time-zone", value_name = "ZONE")]
     pub time_zone: Option<String>,
+    /// Seconds between two evaluations of the alerts [default: 30]
+    #[arg(long = "alert-interval", value_name = "SECONDS")]
+    pub alert_interval: Option<u64>,
     /// PEM certificate chain for HTTPS (with --tls-key); without: a generated self-signed one
     #[arg(long = "tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -97,6 +100,7 @@ pub struct Settings {
     pub storage: PathBuf,
     pub raw_retention: Duration,
     pub time_zone: String,
+    pub alert_interval: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Warnings to log once the logger is up (values reset to their defaults).
@@ -123,6 +127,7 @@ impl Default for Settings {
             storage: PathBuf::from("/var/lib/badger/pulse"),
             raw_retention: Duration::from_secs(8 * 3600),
             time_zone: "UTC".into(),
+            alert_interval: Duration::from_secs(30),
             tls_cert: None,
             tls_key: None,
             notes: Vec::new(),
@@ -149,6 +154,7 @@ const KEYS: &[&str] = &[
     "storage",
     "raw-retention",
     "time-zone",
+    "alert-interval",
     "tls-cert",
     "tls-key",
 ];
@@ -307,6 +313,9 @@ impl ServerArgs {
             storage: path(&self.storage, "storage")?.unwrap_or(d.storage),
             raw_retention,
             time_zone,
+            alert_interval: Duration::from_secs(
+                i(self.alert_interval.map(|v| v as i64), "alert-interval", 30)?.max(1) as u64
+            ),
             tls_cert,
             tls_key,
             notes,

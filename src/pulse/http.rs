@@ -35,7 +35,7 @@ pub struct Api {
     pub poll: Duration,
     pub tz: jiff::tz::TimeZone,
     pub metrics: QueryMetrics,
-    pub extra: Option<Router<Arc<Api>>>,
+    pub alerts: Option<Arc<super::alerts::Alerts>>,
 }
 
 /// Query latency counters (self-metrics).
@@ -409,9 +409,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .layer(middleware::from_fn_with_state(api.clone(), with_cors));
     let mut r =
         Router::new().route("/ping", get(ping)).route("/keys", get(keys)).route("/tags", get(tags)).merge(stats);
-    if let Some(extra) = &api.extra {
-        r = r.merge(extra.clone());
-    }
+    r = r.merge(super::alerts::routes(api.clone()));
     r.fallback(not_found).layer(middleware::from_fn_with_state(api.clone(), gate)).with_state(api)
 }
 

@@ -6,6 +6,7 @@
 //! ([`alerts`]) are evaluated on it. The tokio runtime exists only here: the agent never
 //! starts it.
 
+pub mod alerts;
 pub mod config;
 pub mod embedded;
 pub mod http;
@@ -152,6 +153,19 @@ async fn run(settings: Settings) -> Result<(), String> {
     let ctx = tcp::Ctx { registry: registry.clone(), sink: tx.clone(), beat: settings.beat_interval };
     let relays = tokio::spawn(tcp::serve(listener, ctx));
     let poller = tokio::spawn(tcp::poller(registry.clone(), settings.poll_interval));
+    let kapacitor = Some(settings.kapacitor_address.clone()).filter(|k| !k.is_empty());
+    let alerts = Arc::new(
+        alerts::Alerts::open(&settings.storage, kapacitor.clone())
+            .map_err(|e| format!("Pulse failed to start - {e}"))?,
+    );
+    if kapacitor.is_some() {
+        let a = alerts.clone();
+        tokio::task::spawn_blocking(move || a.ping_kapacitor())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("Kapacitor failed to start - {e}"))?;
+    }
+    let evaluator = tokio::spawn(alerts::evaluator(alerts.clone(), backend.clone(), settings.alert_interval));
     let tz = jiff::tz::TimeZone::get(&settings.time_zone).map_err(|e| format!("Api failed to start - {e}"))?;
     let api = Arc::new(http::Api {
         backend: backend.clone(),
@@ -160,7 +174,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         poll: settings.poll_interval,
         tz,
         metrics: http::QueryMetrics::default(),
-        extra: None,
+        alerts: Some(alerts.clone()),
     });
     let tls = if settings.insecure {
         None
@@ -180,6 +194,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     relays.abort();
     poller.abort();
     api_task.abort();
+    evaluator.abort();
     drop(tx);
     // The writer stores what is queued, writes its buffers and stops.
     stop.store(true, Ordering::Release);

@@ -218,3 +218,102 @@ impl Server {
         }
     }
 }
+
+/// A request a [`FakeHttp`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+}
+
+/// A tiny HTTP/1.1 server on loopback that records every request and answers 200 `{}`
+/// (or `status` while set): stands in for Kapacitor, InfluxDB or an alert receiver.
+pub struct FakeHttp {
+    pub addr: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+    pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeHttp {
+    pub fn start() -> FakeHttp {
+        use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+        use std::sync::{Arc, Mutex};
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let status = Arc::new(AtomicU16::new(200));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, st2, stop2) = (seen.clone(), status.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut r = BufReader::new(conn.try_clone().expect("clone"));
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut parts = first.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let path = parts.next().unwrap_or("").to_string();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                s2.lock().unwrap().push(Recorded { method, path, body: String::from_utf8_lossy(&body).into_owned() });
+                let code = st2.load(Ordering::Relaxed);
+                let text = if code == 200 { "{}" } else { "{\"error\":\"nope\"}" };
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                        text.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        FakeHttp { addr, seen, status, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until a request matching `f` arrived (at most `timeout`).
+    pub fn wait_for(&self, timeout: Duration, f: impl Fn(&Recorded) -> bool) -> Option<Recorded> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(r) = self.requests().into_iter().find(|r| f(r)) {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for FakeHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
