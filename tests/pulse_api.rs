@@ -7,201 +7,32 @@ mod support_pulse;
 
 use std::time::Duration;
 
-use badger::pulse::embedded::{Embedded, Options};
-use badger::pulse::store::{Backend, SeriesKey};
-use badger::pulse_proto::{Collector, Relay};
-use support_pulse::{request, Client, Server};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// A relay (hand-written client) with two stats that answers one poll.
-fn feed(s: &Server, id: &str, stats: &[(&str, &str, &str)]) -> Client {
-    let mut c = Client::identify(&s.tcp, id, 30);
-    for (name, tags, _) in stats {
-        c.send(&format!("add {name}:{tags}"));
-    }
-    let values: Vec<(String, String)> = stats.iter().map(|(n, _, v)| (n.to_string(), v.to_string())).collect();
-    c.answer_one_get(Duration::from_secs(5), move |n| {
-        values.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default()
-    })
-    .expect("a get");
-    c
-}
+use support_pulse::cases::{self, feed, now_ms, seed};
+use support_pulse::{request, Client, Server, Store};
 
 #[test]
 fn ingest_and_latest() {
-    let s = Server::start(&["-p", "1"]);
-    // §7.11 (keys/tags on an empty store): null.
-    assert_eq!(s.get("/keys").body, "null\n");
-    assert_eq!(s.get("/tags").body, "null\n");
-    let before = now_ms();
-    let _c = feed(&s, "host1", &[("cpu_used", "service:web1,guy", "0.2500"), ("ram_used", "", "abc")]);
-    // §7.5 / §7.10: the point is stored with host and service tags; time in ms.
-    let r = s.get_ok("/latest/cpu_used?service=web1");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST, PUT, DELETE"));
-    assert_eq!(r.header("access-control-allow-headers"), Some("X-AUTH-TOKEN, X-CSRF-Token"));
-    assert!(r.body.ends_with("}\n"), "{:?}", r.body);
-    let v = r.json();
-    assert_eq!(v["value"], 0.25);
-    let t = v["time"].as_i64().unwrap();
-    assert!(t >= before - 1000 && t <= now_ms(), "{t} not in ms around {before}");
-    // Filters select: another service or a host that does not exist → 404 JSON.
-    let r = s.get("/latest/cpu_used?service=web2");
-    assert_eq!((r.status, r.body.as_str()), (404, "{\"error\":\"Not Found\"}\n"));
-    assert_eq!(s.get("/latest/nothing").status, 404);
-    // A value that is not a number is stored as -1.
-    assert_eq!(s.get_ok("/latest/ram_used").json()["value"], -1.0);
-    // Only key:value tags become tags; host is the relay's id.
-    assert_eq!(s.get("/keys").body, "[\"cpu_used\",\"ram_used\"]\n");
-    assert_eq!(s.get("/tags").body, "[\"host\",\"service\"]\n");
-    assert_eq!(s.get_ok("/latest/cpu_used?host=host1").json()["value"], 0.25);
-    // Fixed: a filter value is a value, never query text.
-    assert_eq!(s.get("/latest/cpu_used?service=web1'%20OR%20'1'='1").status, 404);
-    // Verbs are validated.
-    let r = s.get("/latest/cpu_used?verb=mean(x)");
-    assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap().contains("bad verb"));
-    assert_eq!(s.get_ok("/latest/cpu_used?verb=max").json()["value"], 0.25);
-    assert_eq!(s.get_ok("/latest/cpu_used?verb=COUNT").json()["value"], 1);
+    cases::ingest_and_latest(Store::Embedded);
 }
 
 #[test]
 fn latest_raw_rows_with_repeated_filters() {
-    let s = Server::start(&["-p", "1"]);
-    let _a = feed(&s, "a", &[("load", "", "1.0000")]);
-    let _b = feed(&s, "b", &[("load", "", "2.0000")]);
-    let r = s.get_ok("/latest/load?verb=none&host=a&host=b");
-    let rows = r.json();
-    let rows = rows.as_array().unwrap_or_else(|| panic!("{}", r.body));
-    assert_eq!(rows.len(), 2, "{}", r.body);
-    let mut hosts: Vec<(&str, f64)> =
-        rows.iter().map(|o| (o["host"].as_str().unwrap(), o["value"].as_f64().unwrap())).collect();
-    hosts.sort_by(|x, y| x.0.cmp(y.0));
-    assert_eq!(hosts, [("a", 1.0), ("b", 2.0)]);
-    // Keys sorted, as Go prints maps.
-    assert!(r.body.starts_with("[{\"host\":"), "{}", r.body);
-    // One row is an object.
-    assert_eq!(s.get_ok("/latest/load?verb=none&host=a").json()["value"], 1);
+    cases::latest_raw_rows_with_repeated_filters(Store::Embedded);
 }
 
 #[test]
 fn auth_cors_and_routes() {
-    let s = Server::start(&[]);
-    let url = |p: &str| format!("http://{}{p}", s.http);
-    // §7.9
-    let r = request("GET", &url("/ping"), Some("secret"), None);
-    assert_eq!((r.status, r.body.as_str()), (200, "pong"));
-    for token in [None, Some("wrong"), Some("secre"), Some("")] {
-        let r = request("GET", &url("/ping"), token, None);
-        assert_eq!((r.status, r.body.as_str()), (401, ""), "{token:?}");
-        assert_eq!(r.header("access-control-allow-origin"), None);
-    }
-    assert_eq!(request("GET", &url("/ping?X-AUTH-TOKEN=secret"), None, None).body, "pong");
-    assert_eq!(request("GET", &url("/ping?x-auth-token=secret"), None, None).status, 401);
-    assert_eq!(request("GET", &url("/nowhere"), None, None).status, 401);
-    let r = request("OPTIONS", &url("/latest/x"), None, None);
-    assert_eq!((r.status, r.body.as_str()), (200, "{\"msg\":\"Success\"}\n"));
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST, PUT, DELETE"));
-    assert_eq!(r.header("access-control-allow-headers"), Some("X-AUTH-TOKEN, X-CSRF-Token"));
-    // Auth is per request: after an OPTIONS it is still required.
-    assert_eq!(request("GET", &url("/ping"), None, None).status, 401);
-    // No CORS on /ping, /keys, /tags.
-    assert_eq!(s.get("/keys").header("access-control-allow-origin"), None);
-    // §7.11: unknown routes.
-    let r = s.get("/daily_peak/x");
-    assert_eq!((r.status, r.body.as_str()), (404, "404 page not found\n"));
-    assert_eq!(s.get("/latest/cpu/extra").status, 404);
-    // Without -k there is still the native alert API (the issue), see tests/pulse_alerts.rs.
-
-    // -t "" disables auth; -C sets the origin.
-    let open = Server::start(&["-t", "", "-C", "https://example.org"]);
-    let r = request("GET", &format!("http://{}/ping", open.http), None, None);
-    assert_eq!((r.status, r.body.as_str()), (200, "pong"));
-    let r = request("GET", &format!("http://{}/latest/x", open.http), None, None);
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://example.org"));
-}
-
-fn seed(dir: &std::path::Path, hours: i64) {
-    let store = Embedded::open(Options {
-        dir: dir.to_path_buf(),
-        raw_retention: Duration::from_secs(8 * 3600),
-        agg_retention: Duration::from_secs(7 * 86_400),
-        agg_interval: Duration::from_secs(900),
-    })
-    .unwrap();
-    let now = now_ms();
-    let q = 900_000;
-    let start = (now - hours * 3_600_000).div_euclid(q) * q;
-    for (host, base) in [("h1", 10.0), ("h2", 20.0)] {
-        let key = SeriesKey::new("cpu_used", vec![("host".into(), host.into()), ("service".into(), "web1".into())]);
-        // Every 15-minute bucket but those of the hour three hours ago.
-        let gap = (now - 3 * 3_600_000).div_euclid(3_600_000) * 3_600_000;
-        let buckets: Vec<(i64, f64)> = (0..)
-            .map(|i| start + i * q)
-            .take_while(|t| *t < now - q)
-            .filter(|t| !(gap..gap + 3_600_000).contains(t))
-            .map(|t| (t, base))
-            .collect();
-        store.seed_aggregates(&key, &buckets).unwrap();
-    }
-    store.close();
+    cases::auth_cors_and_routes(Store::Embedded);
 }
 
 #[test]
 fn hourly_and_daily() {
-    let dir = tempfile::tempdir().unwrap();
-    seed(dir.path(), 50);
-    let s = Server::start_in(dir.path(), &[]);
-    // §7.11: mean over both hosts, buckets of an hour, FILL(5).
-    let r = s.get("/hourly/cpu_used?backfill=5&start=2d");
-    assert_eq!(r.status, 200, "{}", r.body);
-    let v = r.json();
-    let rows = v.as_array().unwrap();
-    assert!(rows.len() >= 48 && rows.len() <= 49, "{}", rows.len());
-    let times: Vec<i64> = rows.iter().map(|o| o["time"].as_i64().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[1] - w[0] == 3_600_000), "ascending, an hour apart");
-    assert!(times.iter().all(|t| t % 3_600_000 == 0));
-    let values: Vec<f64> = rows.iter().map(|o| o["value"].as_f64().unwrap()).collect();
-    assert!(values.contains(&15.0) && values.contains(&5.0), "{values:?}");
-    // Without backfill the gap is left out; filters and verbs apply.
-    // (the hour three hours ago, and the current hour if its first bucket is not closed yet)
-    let plain = s.get("/hourly/cpu_used?start=2d").json();
-    let plain = plain.as_array().unwrap();
-    assert!(plain.len() < rows.len() && plain.len() + 2 >= rows.len(), "{} {}", plain.len(), rows.len());
-    assert!(plain.iter().all(|o| o["value"] == 15));
-    let r = s.get("/hourly/cpu_used?start=1d&host=h2&verb=max").json();
-    assert!(r.as_array().unwrap().iter().all(|o| o["value"] == 20));
-    assert_eq!(s.get("/hourly/cpu_used?start=1d;%20DROP%20DATABASE").status, 400);
-    assert_eq!(s.get("/hourly/cpu_used?stop=x").status, 400);
-    assert_eq!(s.get("/hourly/nothing").status, 404);
-    // §7.11: daily with backfill gives the 96 labels 00:00 … 23:45 in order.
-    for route in ["/daily/cpu_used?backfill=1", "/daily_peaks/cpu_used?backfill=1"] {
-        let r = s.get(route);
-        assert_eq!(r.status, 200, "{}", r.body);
-        let v = r.json();
-        let rows = v.as_array().unwrap();
-        assert_eq!(rows.len(), 96);
-        let labels: Vec<&str> = rows.iter().map(|o| o["time"].as_str().unwrap()).collect();
-        assert_eq!(labels[0], "00:00");
-        assert_eq!(labels[1], "00:15");
-        assert_eq!(labels[95], "23:45");
-        assert!(labels.windows(2).all(|w| w[0] < w[1]));
-        assert!(rows.iter().all(|o| o["value"] == 15));
-    }
-    // A time zone moves the labels, not the values.
-    drop(s);
-    let s = Server::start_in(dir.path(), &["--time-zone", "Asia/Kolkata"]);
-    let v = s.get("/daily/cpu_used?start=2h&stop=1h").json();
-    let labels: Vec<&str> = v.as_array().unwrap().iter().map(|o| o["time"].as_str().unwrap()).collect();
-    assert!(labels
-        .iter()
-        .all(|l| l.ends_with(":15") || l.ends_with(":45") || l.ends_with(":00") || l.ends_with(":30")));
+    cases::hourly_and_daily(Store::Embedded);
+}
+
+#[test]
+fn our_relay_against_our_server() {
+    cases::our_relay_against_our_server(Store::Embedded);
 }
 
 #[test]
@@ -220,22 +51,6 @@ fn tls_self_signed_and_given() {
         Server::start(&["--insecure=false", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
     let r = request("GET", &format!("https://{}/ping", s.http), Some("secret"), None);
     assert_eq!(r.body, "pong");
-}
-
-#[test]
-fn our_relay_against_our_server() {
-    let s = Server::start(&["-p", "1"]);
-    let relay = Relay::connect(&s.tcp, "lester.tester").unwrap();
-    relay.add_collector("cpu_used", &["", "service:web1"], Collector::point(|| 0.2207)).unwrap();
-    relay
-        .add_collector("mem", &[], Collector::set(|| [("used".to_string(), 1.5), ("free".to_string(), 2.0)].into()))
-        .unwrap();
-    let r = s.get_ok("/latest/cpu_used?service=web1&host=lester.tester");
-    assert_eq!(r.json()["value"], 0.2207);
-    // A set collector's values are measurements of their own.
-    assert_eq!(s.get_ok("/latest/used").json()["value"], 1.5);
-    assert_eq!(s.get_ok("/latest/free").json()["value"], 2);
-    relay.close();
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod config;
 pub mod embedded;
 pub mod http;
+pub mod influx;
 pub mod store;
 pub mod tcp;
 
@@ -69,6 +70,11 @@ pub fn main(args: &ServerArgs) -> i32 {
 
 /// Opens the configured backend.
 pub fn open_backend(s: &Settings) -> Result<Arc<dyn Backend>, String> {
+    if !s.influx_address.is_empty() {
+        let db = influx::Influx::open(&s.influx_address, s.raw_retention, s.retention_weeks, s.aggregate_interval)?;
+        log::info!("pulse: storing in InfluxDB at {}", s.influx_address);
+        return Ok(Arc::new(db));
+    }
     let opts = embedded::Options {
         dir: s.storage.clone(),
         raw_retention: s.raw_retention,
@@ -135,7 +141,8 @@ async fn shutdown_signal() {
 }
 
 async fn run(settings: Settings) -> Result<(), String> {
-    let backend = open_backend(&settings)?;
+    let s2 = settings.clone();
+    let backend = tokio::task::spawn_blocking(move || open_backend(&s2)).await.map_err(|e| e.to_string())??;
     let (tx, rx) = mpsc::channel::<Arc<Batch>>(4096);
     let handle = tokio::runtime::Handle::current();
     let b = backend.clone();

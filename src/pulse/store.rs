@@ -14,7 +14,6 @@ pub struct SeriesKey {
     /// The embedded store's id of this series, set on first write.
     pub(crate) id: OnceLock<u32>,
     /// InfluxDB's escaped `measurement,tag=v,…` prefix, set on first write.
-    #[allow(dead_code)]
     pub(crate) line: OnceLock<String>,
 }
 

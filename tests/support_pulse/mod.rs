@@ -2,6 +2,8 @@
 //! relay client written from the protocol text (not from badger's own relay code).
 #![allow(dead_code)]
 
+pub mod cases;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ pub struct Server {
     pub tcp: String,
     pub http: String,
     pub dir: PathBuf,
+    /// The InfluxDB this server stores into, if any (stopped after the server).
+    pub influx: Option<Influxd>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -41,7 +45,7 @@ impl Server {
             cmd.stderr(Stdio::null());
         }
         let child = cmd.stdout(Stdio::null()).spawn().expect("spawn badger server");
-        let s = Server { child, tcp, http, dir: dir.to_path_buf(), _tmp: None };
+        let s = Server { child, tcp, http, dir: dir.to_path_buf(), influx: None, _tmp: None };
         s.wait_port(&s.tcp.clone());
         s
     }
@@ -315,5 +319,108 @@ impl Drop for FakeHttp {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// A real InfluxDB 1.x (Debian's `influxd`) on free loopback ports, in a temp dir; stopped
+/// (by its own handle) when dropped.
+pub struct Influxd {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Influxd {
+    /// Starts influxd; `None` (the test skips) when it is not installed, unless
+    /// `BADGER_REQUIRE_SERVERS=1`, where that is a failure.
+    pub fn start() -> Option<Influxd> {
+        let found = Command::new("influxd").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+        if !found {
+            assert!(
+                std::env::var("BADGER_REQUIRE_SERVERS").as_deref() != Ok("1"),
+                "influxd is not installed (apt-get install influxdb) and BADGER_REQUIRE_SERVERS=1"
+            );
+            eprintln!("influxd not installed: skipping");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Two ports: HTTP, and the RPC/backup bind address.
+        let (http, rpc) = (free_port(), free_port());
+        let d = dir.path().display();
+        let conf = format!(
+            "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[monitor]\n  store-enabled = false\n[http]\n  enabled = true\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n[continuous_queries]\n  run-interval = \"1s\"\n[logging]\n  level = \"warn\"\n"
+        );
+        std::fs::write(dir.path().join("influxdb.conf"), conf).expect("conf");
+        let child = Command::new("influxd")
+            .args(["run", "-config"])
+            .arg(dir.path().join("influxdb.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("influxd");
+        let url = format!("http://127.0.0.1:{http}");
+        let i = Influxd { child, url, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(format!("127.0.0.1:{http}")).is_ok()
+                && request("GET", &format!("{}/ping", i.url), None, None).status == 204
+            {
+                return Some(i);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("influxd did not come up");
+    }
+
+    /// Runs InfluxQL against `statistics`, returns the JSON answer.
+    pub fn query(&self, q: &str) -> serde_json::Value {
+        let url = format!("{}/query?db=statistics&epoch=ms&q={}", self.url, urlencode(q));
+        request("GET", &url, None, None).json()
+    }
+
+    /// Writes line protocol into `statistics` with the retention policy `rp`.
+    pub fn write(&self, rp: &str, lines: &str) {
+        let r = request("POST", &format!("{}/write?db=statistics&rp={rp}&precision=ms", self.url), None, Some(lines));
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Which storage a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Store {
+    Embedded,
+    Influx,
+}
+
+impl Store {
+    /// A server on this storage; `None` when InfluxDB is wanted but not installed.
+    pub fn server(self, args: &[&str]) -> Option<Server> {
+        match self {
+            Store::Embedded => Some(Server::start(args)),
+            Store::Influx => {
+                let influx = Influxd::start()?;
+                let mut a: Vec<&str> = args.to_vec();
+                a.extend(["-i", influx.url.as_str()]);
+                let mut s = Server::start(&a);
+                s.influx = Some(influx);
+                Some(s)
+            }
+        }
     }
 }
