@@ -82,12 +82,12 @@ fn the_pulse_emitter_end_to_end() {
 #[test]
 fn restart_keeps_the_data() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_in(dir.path(), &["-p", "1"]);
+    let s = Server::start_in(dir.path(), &["-p", "1", "--self-metrics=false"]);
     let c = feed(&s, "host1", &[("cpu_used", "service:web1", "0.5000")]);
     assert_eq!(s.get_ok("/latest/cpu_used").json()["value"], 0.5);
     drop(c);
     assert!(s.stop().success());
-    let s = Server::start_in(dir.path(), &["-p", "60"]);
+    let s = Server::start_in(dir.path(), &["-p", "60", "--self-metrics=false"]);
     assert_eq!(s.get("/keys").body, "[\"cpu_used\"]\n");
     assert_eq!(s.get_ok("/latest/cpu_used").json()["value"], 0.5);
 }

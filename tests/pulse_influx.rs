@@ -40,7 +40,7 @@ fn series(v: &serde_json::Value) -> &serde_json::Value {
 
 #[test]
 fn influx_layout_retention_policies_writes_and_the_continuous_query() {
-    let Some(mut s) = Store::Influx.server(&["-p", "1", "-a", "1"]) else { return };
+    let Some(mut s) = Store::Influx.server(&["-p", "1", "-a", "1", "--self-metrics=false"]) else { return };
     let db = s.influx.take().unwrap();
     // §7.8: the database and the two retention policies (one_day 8h default, one_week 1w).
     let rps = db.query("SHOW RETENTION POLICIES ON statistics");

@@ -72,6 +72,9 @@ pub struct ServerArgs {
     /// Seconds between two evaluations of the alerts [default: 30]
     #[arg(long = "alert-interval", value_name = "SECONDS")]
     pub alert_interval: Option<u64>,
+    /// Store the server's own metrics (pulse_relays, pulse_points, …) [default: true]
+    #[arg(long = "self-metrics", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub self_metrics: Option<bool>,
     /// PEM certificate chain for HTTPS (with --tls-key); without: a generated self-signed one
     #[arg(long = "tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -101,6 +104,7 @@ pub struct Settings {
     pub raw_retention: Duration,
     pub time_zone: String,
     pub alert_interval: Duration,
+    pub self_metrics: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Warnings to log once the logger is up (values reset to their defaults).
@@ -128,6 +132,7 @@ impl Default for Settings {
             raw_retention: Duration::from_secs(8 * 3600),
             time_zone: "UTC".into(),
             alert_interval: Duration::from_secs(30),
+            self_metrics: true,
             tls_cert: None,
             tls_key: None,
             notes: Vec::new(),
@@ -155,6 +160,7 @@ const KEYS: &[&str] = &[
     "raw-retention",
     "time-zone",
     "alert-interval",
+    "self-metrics",
     "tls-cert",
     "tls-key",
 ];
@@ -277,6 +283,11 @@ impl ServerArgs {
             (None, Some(v)) => as_bool("insecure", v)?,
             (None, None) => true,
         };
+        let self_metrics = match (self.self_metrics, file.get("self-metrics")) {
+            (Some(b), _) => b,
+            (None, Some(v)) => as_bool("self-metrics", v)?,
+            (None, None) => true,
+        };
         let path = |flag: &Option<PathBuf>, key: &str| -> Result<Option<PathBuf>, String> {
             match (flag, file.get(key)) {
                 (Some(p), _) => Ok(Some(p.clone())),
@@ -316,6 +327,7 @@ impl ServerArgs {
             alert_interval: Duration::from_secs(
                 i(self.alert_interval.map(|v| v as i64), "alert-interval", 30)?.max(1) as u64
             ),
+            self_metrics,
             tls_cert,
             tls_key,
             notes,

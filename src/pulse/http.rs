@@ -36,6 +36,7 @@ pub struct Api {
     pub tz: jiff::tz::TimeZone,
     pub metrics: QueryMetrics,
     pub alerts: Option<Arc<super::alerts::Alerts>>,
+    pub live: Option<tokio::sync::broadcast::Sender<Arc<super::store::Batch>>>,
 }
 
 /// Query latency counters (self-metrics).
@@ -406,6 +407,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/hourly/{stat}", get(hourly))
         .route("/daily/{stat}", get(daily))
         .route("/daily_peaks/{stat}", get(daily))
+        .route("/live", get(super::live::live))
         .layer(middleware::from_fn_with_state(api.clone(), with_cors));
     let mut r =
         Router::new().route("/ping", get(ping)).route("/keys", get(keys)).route("/tags", get(tags)).merge(stats);

@@ -11,10 +11,11 @@ pub mod config;
 pub mod embedded;
 pub mod http;
 pub mod influx;
+pub mod live;
 pub mod store;
 pub mod tcp;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,7 @@ fn writer(
     mut rx: mpsc::Receiver<Arc<Batch>>,
     handle: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
+    stored: Arc<AtomicU64>,
 ) {
     let mut last_flush = Instant::now();
     let mut last_maintain = Instant::now();
@@ -107,11 +109,12 @@ fn writer(
         }
         let next = handle.block_on(async { tokio::time::timeout(Duration::from_millis(200), rx.recv()).await });
         match next {
-            Ok(Some(batch)) => {
-                if let Err(e) = backend.write(&batch) {
-                    log::error!("pulse store: {e}");
+            Ok(Some(batch)) => match backend.write(&batch) {
+                Ok(()) => {
+                    stored.fetch_add(batch.points.len() as u64, Ordering::Relaxed);
                 }
-            }
+                Err(e) => log::error!("pulse store: {e}"),
+            },
             Ok(None) => break,
             Err(_) => {}
         }
@@ -148,16 +151,34 @@ async fn run(settings: Settings) -> Result<(), String> {
     let b = backend.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
+    let stored = Arc::new(AtomicU64::new(0));
+    let sd = stored.clone();
     let writer = std::thread::Builder::new()
         .name("pulse-store".into())
-        .spawn(move || writer(b, rx, handle, st))
+        .spawn(move || writer(b, rx, handle, st, sd))
         .map_err(|e| format!("Pulse failed to start - {e}"))?;
     let listener = tokio::net::TcpListener::bind(&settings.server_listen_address)
         .await
         .map_err(|e| format!("Pulse failed to start - listening on {}: {e}", settings.server_listen_address))?;
     log::info!("pulse: relays on {}", settings.server_listen_address);
     let registry = Arc::new(tcp::Registry::default());
-    let ctx = tcp::Ctx { registry: registry.clone(), sink: tx.clone(), beat: settings.beat_interval };
+    let mist = if settings.mist_address.is_empty() {
+        None
+    } else {
+        let m = live::start_mist(settings.mist_address.clone(), settings.mist_token.clone())
+            .await
+            .map_err(|e| format!("Mist failed to start - {e}"))?;
+        log::info!("pulse: publishing to mist at {}", settings.mist_address);
+        Some(m)
+    };
+    let (live_tx, _) = tokio::sync::broadcast::channel::<Arc<Batch>>(1024);
+    let ctx = tcp::Ctx {
+        registry: registry.clone(),
+        sink: tx.clone(),
+        beat: settings.beat_interval,
+        live: Some(live_tx.clone()),
+        mist,
+    };
     let relays = tokio::spawn(tcp::serve(listener, ctx));
     let poller = tokio::spawn(tcp::poller(registry.clone(), settings.poll_interval));
     let kapacitor = Some(settings.kapacitor_address.clone()).filter(|k| !k.is_empty());
@@ -182,6 +203,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         tz,
         metrics: http::QueryMetrics::default(),
         alerts: Some(alerts.clone()),
+        live: Some(live_tx.clone()),
     });
     let tls = if settings.insecure {
         None
@@ -196,11 +218,24 @@ async fn run(settings: Settings) -> Result<(), String> {
         .map_err(|e| format!("Api failed to start - listening on {}: {e}", settings.http_listen_address))?;
     log::info!("pulse: API on {}://{}", if tls.is_some() { "https" } else { "http" }, settings.http_listen_address);
     let api_task = tokio::spawn(http::serve(http_listener, http::router(api.clone()), tls));
+    let own = settings.self_metrics.then(|| {
+        tokio::spawn(self_metrics(SelfMetrics {
+            registry: registry.clone(),
+            api: api.clone(),
+            stored,
+            sink: tx.clone(),
+            live: live_tx,
+            every: settings.poll_interval,
+        }))
+    });
     shutdown_signal().await;
     log::info!("pulse: stopping ({} relays connected)", registry.len());
     relays.abort();
     poller.abort();
     api_task.abort();
+    if let Some(own) = own {
+        own.abort();
+    }
     evaluator.abort();
     drop(tx);
     // The writer stores what is queued, writes its buffers and stops.
@@ -208,4 +243,56 @@ async fn run(settings: Settings) -> Result<(), String> {
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     log::info!("pulse: stopped");
     Ok(())
+}
+
+struct SelfMetrics {
+    registry: Arc<tcp::Registry>,
+    api: Arc<http::Api>,
+    stored: Arc<AtomicU64>,
+    sink: mpsc::Sender<Arc<Batch>>,
+    live: tokio::sync::broadcast::Sender<Arc<Batch>>,
+    every: Duration,
+}
+
+/// The server's own stats, stored like any relay's under `host=<this host>` every poll
+/// interval: `pulse_relays` (connected now), `pulse_polls`, `pulse_points` (stored),
+/// `pulse_queries` (API queries), `pulse_query_ms` and `pulse_query_max_ms` (their mean
+/// and longest latency) over the interval.
+async fn self_metrics(m: SelfMetrics) {
+    let host = crate::hostmeta::hostname();
+    let key = |name: &str| {
+        Arc::new(store::SeriesKey::new(
+            name,
+            vec![("host".to_string(), host.clone()), ("service".to_string(), "pulse".to_string())],
+        ))
+    };
+    let keys: Vec<Arc<store::SeriesKey>> =
+        ["pulse_relays", "pulse_polls", "pulse_points", "pulse_queries", "pulse_query_ms", "pulse_query_max_ms"]
+            .iter()
+            .map(|n| key(n))
+            .collect();
+    let mut tick = tokio::time::interval(m.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let (mut polls, mut points, mut queries, mut micros) = (0u64, 0u64, 0u64, 0u64);
+    loop {
+        tick.tick().await;
+        let p = m.registry.counters.polls.load(Ordering::Relaxed);
+        let s = m.stored.load(Ordering::Relaxed);
+        let q = m.api.metrics.count.load(Ordering::Relaxed);
+        let us = m.api.metrics.micros.load(Ordering::Relaxed);
+        let max = m.api.metrics.max_micros.swap(0, Ordering::Relaxed);
+        let dq = q - queries;
+        let mean_ms = if dq > 0 { (us - micros) as f64 / dq as f64 / 1000.0 } else { 0.0 };
+        let values =
+            [m.registry.len() as f64, (p - polls) as f64, (s - points) as f64, dq as f64, mean_ms, max as f64 / 1000.0];
+        (polls, points, queries, micros) = (p, s, q, us);
+        let batch = Arc::new(Batch { time_ms: now_ms(), points: keys.iter().cloned().zip(values).collect() });
+        if m.live.receiver_count() > 0 {
+            let _ = m.live.send(batch.clone());
+        }
+        if m.sink.send(batch).await.is_err() {
+            return;
+        }
+    }
 }

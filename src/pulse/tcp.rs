@@ -109,6 +109,10 @@ pub struct Ctx {
     pub registry: Arc<Registry>,
     pub sink: Sink,
     pub beat: Duration,
+    /// `/live` subscribers.
+    pub live: Option<tokio::sync::broadcast::Sender<Arc<Batch>>>,
+    /// The Mist publisher.
+    pub mist: Option<super::live::MistTx>,
 }
 
 /// Accepts relays until the listener fails.
@@ -252,10 +256,19 @@ pub async fn connection(stream: TcpStream, ctx: Ctx) {
                 cache.clear();
             }
             ("got", Some(a)) => {
-                let batch = ingest(&host, &client, &mut cache, a);
+                let batch = ingest(&host, &client, &mut cache, a, ctx.mist.as_ref());
                 ctx.registry.counters.gots.fetch_add(1, Ordering::Relaxed);
                 ctx.registry.counters.points.fetch_add(batch.points.len() as u64, Ordering::Relaxed);
-                if !batch.points.is_empty() && ctx.sink.send(Arc::new(batch)).await.is_err() {
+                if batch.points.is_empty() {
+                    continue;
+                }
+                let batch = Arc::new(batch);
+                if let Some(live) = &ctx.live {
+                    if live.receiver_count() > 0 {
+                        let _ = live.send(batch.clone());
+                    }
+                }
+                if ctx.sink.send(batch).await.is_err() {
                     break;
                 }
             }
@@ -292,7 +305,7 @@ async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Recei
 /// Turns a `got` payload into a batch: measurement = the item's name, tags = the
 /// collector's `key:value` tags (others dropped) and `host` = the relay's id (which a
 /// collector tag cannot override).
-fn ingest(host: &str, client: &Client, cache: &mut Cache, args: &str) -> Batch {
+fn ingest(host: &str, client: &Client, cache: &mut Cache, args: &str, mist: Option<&super::live::MistTx>) -> Batch {
     let time_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut points = Vec::new();
@@ -323,6 +336,10 @@ fn ingest(host: &str, client: &Client, cache: &mut Cache, args: &str) -> Batch {
             }
         };
         points.push((key, item.number()));
+        if let Some(m) = mist {
+            let tags = lock(&client.collectors).get(item.collector).cloned().unwrap_or_default();
+            let _ = m.try_send(super::live::mist_message(&tags, host, item.name, item.value));
+        }
     }
     Batch { time_ms, points }
 }
