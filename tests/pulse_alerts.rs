@@ -16,7 +16,7 @@ fn alert_api_with_a_fake_kapacitor() {
     let kap = FakeHttp::start();
     let s = Server::start(&["-k", &kap.url()]);
     // Startup pings Kapacitor.
-    assert!(kap.wait_for(Duration::from_secs(2), |r| r.path == "/kapacitor/v1/ping").is_some());
+    assert!(kap.wait_for(Duration::from_secs(10), |r| r.path == "/kapacitor/v1/ping").is_some());
     let body = r#"{"metric":"cpu_used","threshold":"80","tags":{"host":"abcd"},"post":"http://h/a"}"#;
     let r = request("POST", &alerts_url(&s), Some("secret"), Some(body));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -30,7 +30,8 @@ fn alert_api_with_a_fake_kapacitor() {
     assert_eq!(a["metric"], "cpu_used");
     assert!(r.body.starts_with(&format!("{{\"id\":\"{id}\",\"tags\":{{\"host\":\"abcd\"}},\"metric\"")), "{}", r.body);
     // Kapacitor received the original's batch task.
-    let task = kap.wait_for(Duration::from_secs(2), |r| r.method == "POST" && r.path == "/kapacitor/v1/tasks").unwrap();
+    let task =
+        kap.wait_for(Duration::from_secs(10), |r| r.method == "POST" && r.path == "/kapacitor/v1/tasks").unwrap();
     let t: serde_json::Value = serde_json::from_str(&task.body).unwrap();
     assert_eq!(t["type"], "batch");
     assert_eq!(t["status"], "enabled");
@@ -67,7 +68,7 @@ fn alert_api_with_a_fake_kapacitor() {
     let r = request("PUT", &alerts_url(&s), Some("secret"), Some(&upd));
     assert_eq!(r.json()["id"], id.as_str());
     assert!(kap
-        .wait_for(Duration::from_secs(2), |r| r.method == "PATCH" && r.path == format!("/kapacitor/v1/tasks/{id}"))
+        .wait_for(Duration::from_secs(10), |r| r.method == "PATCH" && r.path == format!("/kapacitor/v1/tasks/{id}"))
         .is_some_and(|r| r.body.contains("\\\"mean_cpu_used\\\" < 90")));
     let r = request("GET", &format!("{}/{id}", alerts_url(&s)), Some("secret"), None);
     assert_eq!(r.json()["threshold"], "90");
@@ -83,7 +84,7 @@ fn alert_api_with_a_fake_kapacitor() {
     // DELETE.
     let r = request("DELETE", &format!("{}/{id}", alerts_url(&s)), Some("secret"), None);
     assert_eq!((r.status, r.body.as_str()), (200, "{\"msg\":\"Success\"}\n"));
-    assert!(kap.wait_for(Duration::from_secs(2), |r| r.method == "DELETE" && r.path.ends_with(&id)).is_some());
+    assert!(kap.wait_for(Duration::from_secs(10), |r| r.method == "DELETE" && r.path.ends_with(&id)).is_some());
     assert_eq!(request("GET", &format!("{}/{id}", alerts_url(&s)), Some("secret"), None).status, 404);
     assert_eq!(request("DELETE", &format!("{}/{id}", alerts_url(&s)), Some("secret"), None).status, 404);
     // Auth applies.
