@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 /// The longest line either side accepts (bytes, newline excluded). A server that sends a
 /// longer one is dropped; the `badger server` answers a longer one with an error.
-pub const MAX_LINE: usize = 64 * 1024;
+pub const MAX_LINE: usize = 256 * 1024;
 
 /// The beat interval until the server says otherwise (`beat N`).
 pub const DEFAULT_BEAT: Duration = Duration::from_secs(30);

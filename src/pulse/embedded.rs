@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,8 @@ pub struct Options {
 }
 
 struct Series {
-    tags: Vec<(String, String)>,
+    /// Shared with the relay connection that first wrote it.
+    key: Arc<SeriesKey>,
     recent: VecDeque<(i64, f64)>,
     /// The open aggregate bucket: start, sum, count.
     open: Option<(i64, f64, u32)>,
@@ -258,7 +259,7 @@ impl Embedded {
                 if s.id as usize != mem.series.len() {
                     break;
                 }
-                Self::insert_series(&mut mem, &s.m, s.t);
+                Self::insert_series(&mut mem, Arc::new(SeriesKey::new(&s.m, s.t)));
                 good += n as u64;
             }
             if good < fs::metadata(&series_path)?.len() {
@@ -283,16 +284,17 @@ impl Embedded {
         Ok(store)
     }
 
-    fn insert_series(mem: &mut Mem, measurement: &str, tags: Vec<(String, String)>) -> u32 {
+    fn insert_series(mem: &mut Mem, key: Arc<SeriesKey>) -> u32 {
         let id = mem.series.len() as u32;
-        mem.by_key.insert(key_string(measurement, &tags), id);
+        let (measurement, tags) = (&key.measurement, &key.tags);
+        mem.by_key.insert(key_string(measurement, tags), id);
         mem.by_measurement.entry(measurement.to_string()).or_default().push(id);
-        for (k, _) in &tags {
+        for (k, _) in tags {
             if !mem.tag_keys.contains(k) {
                 mem.tag_keys.insert(k.clone());
             }
         }
-        mem.series.push(Series { tags, recent: VecDeque::with_capacity(RECENT), open: None, aggs: VecDeque::new() });
+        mem.series.push(Series { key, recent: VecDeque::with_capacity(RECENT), open: None, aggs: VecDeque::new() });
         id
     }
 
@@ -342,7 +344,7 @@ impl Embedded {
     fn matching(mem: &Mem, stat: &str, filters: &Filters) -> Vec<u32> {
         mem.by_measurement
             .get(stat)
-            .map(|ids| ids.iter().copied().filter(|&id| filters.matches(&mem.series[id as usize].tags)).collect())
+            .map(|ids| ids.iter().copied().filter(|&id| filters.matches(&mem.series[id as usize].key.tags)).collect())
             .unwrap_or_default()
     }
 
@@ -360,7 +362,7 @@ impl Embedded {
             let id = match mem.by_key.get(&ks) {
                 Some(&id) => id,
                 None => {
-                    let id = Self::insert_series(&mut mem, &k.measurement, k.tags.clone());
+                    let id = Self::insert_series(&mut mem, k.clone());
                     let mut line =
                         serde_json::to_string(&SeriesLine { id, m: k.measurement.clone(), t: k.tags.clone() })
                             .map_err(|e| e.to_string())?;
@@ -443,7 +445,7 @@ impl Embedded {
     pub fn seed_aggregates(&self, key: &SeriesKey, buckets: &[(i64, f64)]) -> Result<(), String> {
         self.resolve(&Batch {
             time_ms: 0,
-            points: vec![(std::sync::Arc::new(SeriesKey::new(&key.measurement, key.tags.clone())), 0.0)],
+            points: vec![(Arc::new(SeriesKey::new(&key.measurement, key.tags.clone())), 0.0)],
         })?;
         let id = {
             let mem = self.mem.read().unwrap_or_else(|e| e.into_inner());
@@ -486,6 +488,10 @@ fn close_bucket(s: &mut Series, files: &mut Files, id: u32, b: i64, sum: f64, n:
 }
 
 impl Backend for Embedded {
+    fn blocking(&self) -> bool {
+        false
+    }
+
     fn write(&self, batch: &Batch) -> Result<(), String> {
         self.resolve(batch)?;
         let agg = self.agg_ms();
@@ -571,7 +577,7 @@ impl Backend for Embedded {
                 let s = &mem.series[id as usize];
                 for &(t, v) in s.recent.iter().filter(|p| p.0 > from) {
                     let extra =
-                        extra.iter().map(|k| (k.clone(), super::store::tag_of(&s.tags, k).to_string())).collect();
+                        extra.iter().map(|k| (k.clone(), super::store::tag_of(&s.key.tags, k).to_string())).collect();
                     rows.push(Row { time_ms: t, value: v, extra });
                 }
             }
@@ -667,8 +673,6 @@ impl Backend for Embedded {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::super::store::Verb;
     use super::*;
 

@@ -178,8 +178,12 @@ async fn run_query<T: Send + 'static>(
     f: impl FnOnce(&dyn Backend) -> Result<T, String> + Send + 'static,
 ) -> Result<T, Response> {
     let started = Instant::now();
-    let a = api.clone();
-    let r = tokio::task::spawn_blocking(move || f(a.backend.as_ref())).await;
+    let r = if api.backend.blocking() {
+        let a = api.clone();
+        tokio::task::spawn_blocking(move || f(a.backend.as_ref())).await
+    } else {
+        Ok(f(api.backend.as_ref()))
+    };
     api.metrics.record(started.elapsed());
     match r {
         Ok(Ok(v)) => Ok(v),

@@ -213,11 +213,25 @@ async fn run(settings: Settings) -> Result<(), String> {
                 .map_err(|e| format!("Api failed to start - {e}"))?,
         )
     };
-    let http_listener = tokio::net::TcpListener::bind(&settings.http_listen_address)
-        .await
+    let http_listener = std::net::TcpListener::bind(&settings.http_listen_address)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
         .map_err(|e| format!("Api failed to start - listening on {}: {e}", settings.http_listen_address))?;
     log::info!("pulse: API on {}://{}", if tls.is_some() { "https" } else { "http" }, settings.http_listen_address);
-    let api_task = tokio::spawn(http::serve(http_listener, http::router(api.clone()), tls));
+    // The API has a runtime (and an OS thread) of its own, so a burst of relay answers
+    // right after a poll never queues the queries behind it.
+    let api_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("pulse-api")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("Api failed to start - {e}"))?;
+    let router = http::router(api.clone());
+    api_rt.spawn(async move {
+        match tokio::net::TcpListener::from_std(http_listener) {
+            Ok(l) => http::serve(l, router, tls).await,
+            Err(e) => log::error!("Api failed to start - {e}"),
+        }
+    });
     let own = settings.self_metrics.then(|| {
         tokio::spawn(self_metrics(SelfMetrics {
             registry: registry.clone(),
@@ -232,7 +246,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     log::info!("pulse: stopping ({} relays connected)", registry.len());
     relays.abort();
     poller.abort();
-    api_task.abort();
+    api_rt.shutdown_background();
     if let Some(own) = own {
         own.abort();
     }

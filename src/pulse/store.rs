@@ -215,6 +215,11 @@ pub struct RangeQuery {
 /// A storage backend. `write` and `maintain` are called from one writer thread; the
 /// queries from any thread (they may block: the HTTP side runs them off its event loop).
 pub trait Backend: Send + Sync + 'static {
+    /// True when queries may block (network): the API then runs them on a blocking thread;
+    /// an in-memory backend answers inline.
+    fn blocking(&self) -> bool {
+        true
+    }
     /// Stores one batch (it may be buffered until `flush`).
     fn write(&self, batch: &Batch) -> Result<(), String>;
     /// Makes buffered points durable / visible (called at least every 200 ms).

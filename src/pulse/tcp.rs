@@ -189,7 +189,7 @@ async fn reply_and_close(mut stream: tokio::net::tcp::OwnedWriteHalf, msg: &str)
 pub async fn connection(stream: TcpStream, ctx: Ctx) {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
-    let mut reader = BufReader::with_capacity(16 * 1024, rd);
+    let mut reader = BufReader::with_capacity(4 * 1024, rd);
     let mut buf = Vec::new();
     let deadline = ctx.beat * 2;
     let id = match read_line(&mut reader, &mut buf, deadline).await {
