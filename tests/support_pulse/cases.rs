@@ -89,7 +89,7 @@ pub fn ingest_and_latest(store: Store) {
     assert_eq!(s.get("/keys").body, "null\n");
     assert_eq!(s.get("/tags").body, "null\n");
     let before = now_ms();
-    let _c = feed(&s, "host1", &[("cpu_used", "service:web1,guy", "0.2500"), ("ram_used", "", "abc")]);
+    let mut c = feed(&s, "host1", &[("cpu_used", "service:web1,guy", "0.2500"), ("ram_used", "", "abc")]);
     // §7.5 / §7.10: the point is stored with host and service tags; time in ms.
     let r = s.get_ok("/latest/cpu_used?service=web1");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -114,6 +114,16 @@ pub fn ingest_and_latest(store: Store) {
     assert_eq!(s.get_ok("/latest/cpu_used?host=host1").json()["value"], 0.25);
     // Fixed: a filter value is a value, never query text.
     assert_eq!(s.get("/latest/cpu_used?service=web1'%20OR%20'1'='1").status, 404);
+    // §7.6: of a malformed got only the valid item is stored, and the connection stays.
+    c.send("got a:1,b-c-d:2,e-f:1:2,ram_used-ram_used:3.0000");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.get_ok("/latest/ram_used?verb=max").json()["value"] != 3 {
+        assert!(std::time::Instant::now() < deadline, "ram_used=3 was not stored");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.get("/keys").body, "[\"cpu_used\",\"ram_used\"]\n");
+    c.send("ping");
+    assert_eq!(c.line().as_deref(), Some("pong"));
     // Verbs are validated.
     let r = s.get("/latest/cpu_used?verb=mean(x)");
     assert_eq!(r.status, 400);
