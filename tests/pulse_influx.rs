@@ -34,6 +34,11 @@ fn influx_our_relay_against_our_server() {
     cases::our_relay_against_our_server(Store::Influx);
 }
 
+#[test]
+fn influx_alert_fires_and_recovers() {
+    cases::alert_fires_and_recovers(Store::Influx);
+}
+
 fn series(v: &serde_json::Value) -> &serde_json::Value {
     &v["results"][0]["series"]
 }

@@ -260,3 +260,40 @@ pub fn our_relay_against_our_server(store: Store) {
     assert_eq!(s.get_ok("/latest/free").json()["value"], 2);
     relay.close();
 }
+
+/// An alert on `cpu_used` of host abcd fires (CRITICAL) when its mean over 3 s passes 80
+/// and recovers (OK) when it drops, one post per change of state.
+pub fn alert_fires_and_recovers(store: Store) {
+    let hook = super::FakeHttp::start();
+    let Some(s) = store.server(&["-p", "1", "--alert-interval", "1"]) else { return };
+    let body = format!(
+        r#"{{"metric":"cpu_used","threshold":80,"tags":{{"host":"abcd"}},"duration":"3s","post":"{}/alert"}}"#,
+        hook.url()
+    );
+    let r = request("POST", &format!("http://{}/alerts", s.http), Some("secret"), Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut other = Client::identify(&s.tcp, "efgh", 30);
+    other.send("add cpu_used:");
+    let mut c = Client::identify(&s.tcp, "abcd", 30);
+    c.send("add cpu_used:");
+    let high = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < high {
+        other.answer_one_get(Duration::from_millis(1500), |_| "99.0000".into());
+        c.answer_one_get(Duration::from_millis(1500), |_| "93.0000".into());
+    }
+    let crit = hook.wait_for(Duration::from_secs(10), |r| r.path == "/alert").expect("a CRITICAL post");
+    let a: serde_json::Value = serde_json::from_str(&crit.body).unwrap();
+    assert_eq!(a["level"], "CRITICAL");
+    assert_eq!(a["id"], "[abcd] cpu_used");
+    assert!(a["message"].as_str().unwrap().starts_with("[abcd] cpu_used is CRITICAL value:93"), "{a}");
+    assert_eq!(a["data"]["series"][0]["columns"], serde_json::json!(["time", "mean_cpu_used"]));
+    let low = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < low {
+        other.answer_one_get(Duration::from_millis(1500), |_| "99.0000".into());
+        c.answer_one_get(Duration::from_millis(1500), |_| "10.0000".into());
+    }
+    let ok = hook.wait_for(Duration::from_secs(10), |r| r.body.contains("\"OK\"")).expect("an OK post");
+    assert!(ok.body.contains("cpu_used is OK value:"), "{}", ok.body);
+    let posts = hook.requests().into_iter().filter(|r| r.path == "/alert").count();
+    assert_eq!(posts, 2, "state changes only");
+}
