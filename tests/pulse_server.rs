@@ -196,6 +196,12 @@ fn a_thousand_concurrent_relays() {
 fn sigterm_stops_cleanly() {
     let s = Server::start(&[]);
     let _c = Client::identify(&s.tcp, "h", 30);
+    // SIGHUP does not stop it.
+    let _ = std::process::Command::new("kill").args(["-HUP", &s.child.id().to_string()]).status();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Client::identify(&s.tcp, "h2", 30);
+    c.send("ping");
+    assert_eq!(c.line().as_deref(), Some("pong"));
     let st = s.stop();
     assert!(st.success(), "{st:?}");
 }
