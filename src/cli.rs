@@ -2,15 +2,22 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::pulse::ServerArgs;
 
 /// badger: per-host Linux stats agent (the successor of Stat Badger).
 ///
 /// Runs until SIGTERM or SIGINT (finishes the tick, flushes every emitter, exits 0);
 /// SIGHUP reloads the config and keeps the old one if the new one is invalid.
+///
+/// `badger server` (or `badger -s`) runs a Pulse server instead of the agent.
 #[derive(Debug, Parser)]
-#[command(name = "badger", version, disable_help_subcommand = true)]
+#[command(name = "badger", version, disable_help_subcommand = true, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The main config file (JSON with // and /* */ comments).
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -31,6 +38,53 @@ pub struct Cli {
     /// Log level, overriding core.log.level.
     #[arg(short = 'l', long = "log-level", value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(rewrite_server_flag(args.iter().map(Into::into).collect())).unwrap()
+    }
+
+    #[test]
+    fn dash_s_is_the_server_subcommand() {
+        let Some(Command::Server(a)) = parse(&["badger", "-s", "-p", "1", "-I=false", "-t", ""]).command else {
+            panic!("not the server")
+        };
+        assert_eq!((a.poll_interval, a.insecure, a.token.as_deref()), (Some(1), Some(false), Some("")));
+        let Some(Command::Server(a)) = parse(&["badger", "server", "-b", "10", "--insecure"]).command else {
+            panic!("not the server")
+        };
+        assert_eq!((a.beat_interval, a.insecure), (Some(10), Some(true)));
+        assert!(parse(&["badger", "-f", "x.json"]).command.is_none());
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Pulse server: relays connect over TCP, the HTTP API serves their stats
+    /// (also `badger -s`, the original's flag).
+    Server(ServerArgs),
+}
+
+/// The arguments with the original Pulse's `-s` (anywhere before `--`) turned into the
+/// `server` subcommand, so `badger -s -p 30` means `badger server -p 30`.
+pub fn rewrite_server_flag(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let is_flag = |a: &std::ffi::OsString| a == "-s" || a == "--server" || a == "--server=true";
+    if args.len() < 2 || !args[1..end].iter().any(is_flag) || args.get(1).is_some_and(|a| a == "server") {
+        return args;
+    }
+    let mut out = vec![args[0].clone(), "server".into()];
+    for (i, a) in args.into_iter().enumerate().skip(1) {
+        if i < end && is_flag(&a) {
+            continue;
+        }
+        out.push(a);
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

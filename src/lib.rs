@@ -1,8 +1,8 @@
 //! badger: a per-host Linux stats agent, the successor of Stat Badger.
 //!
 //! Dependency direction (one way): the point model and plugin API ([`point`], [`plugin`],
-//! [`matcher`], [`rate`], [`procfile`], [`units`], [`json`], [`http`], [`telemetry`], [`promtext`]) ←
-//! [`modules`] and [`emitters`] ← the core
+//! [`matcher`], [`rate`], [`procfile`], [`units`], [`json`], [`http`], [`telemetry`], [`promtext`],
+//! [`pulse_proto`]) ← [`modules`] and [`emitters`] ← the core
 //! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
 //! module or emitter: it is handed the registries.
 
@@ -16,6 +16,7 @@ pub mod plugin;
 pub mod point;
 pub mod procfile;
 pub mod promtext;
+pub mod pulse_proto;
 pub mod rate;
 pub mod telemetry;
 pub mod units;
@@ -33,4 +34,5 @@ pub mod hostmeta;
 pub mod httpd;
 pub mod logging;
 pub mod native;
+pub mod pulse;
 pub mod scheduler;

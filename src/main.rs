@@ -12,7 +12,10 @@ use badger::config::Registries;
 use badger::scheduler::{self, Control, Probe, EXIT_CONFIG};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(badger::cli::rewrite_server_flag(std::env::args_os().collect()));
+    if let Some(badger::cli::Command::Server(args)) = &cli.command {
+        exit(badger::pulse::main(args));
+    }
     let reg = Registries { modules: badger::modules::REGISTRY, emitters: badger::emitters::REGISTRY };
     let log_level = cli.log_level.map(log::LevelFilter::from);
     let Some(path) = cli.config else {
