@@ -65,16 +65,14 @@
 pub mod encode;
 pub mod transport;
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 pub use encode::{clean_prefix, sanitize, Encoded, Encoder, Protocol};
 use transport::{Target, TcpLink, UdpLink};
 
-use super::outbox::{parse_duration, Outbox, OutboxConfig, SendError, Transport, OUTBOX_KEYS};
+use super::outbox::{Outbox, OutboxConfig, SendError, Transport, OUTBOX_KEYS};
 use crate::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
@@ -123,34 +121,8 @@ fn default_udp_max_bytes() -> usize {
 /// it; it is read here apart.
 #[derive(Deserialize, Default)]
 struct TimeoutConf {
-    #[serde(default, deserialize_with = "de_timeout")]
-    timeout: Option<Duration>,
-}
-
-fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = Option<Duration>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration: a number of seconds or a string like \"500ms\"")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(Duration::from_secs(v)))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v).map(|v| Some(Duration::from_secs(v))).map_err(|_| E::custom("must not be negative"))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Duration::try_from_secs_f64(v).map(Some).map_err(|_| E::custom("must be a non-negative number"))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_duration(v).map(Some).map_err(E::custom)
-        }
-    }
-    d.deserialize_any(V)
+    #[serde(default)]
+    timeout: Option<crate::units::Seconds>,
 }
 
 /// The emitter's settings, checked.
@@ -179,7 +151,7 @@ impl Settings {
         if c.port == Some(0) {
             return Err(conf.error("port", "must be 1 to 65535"));
         }
-        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
             return Err(conf.error("timeout", format!("{timeout:?}: must be more than 0 and at most 60s")));
         }

@@ -125,7 +125,7 @@ use serde::Deserialize;
 
 use self::http::{Api, HttpTransport, Target};
 pub use self::line::Naming;
-use super::outbox::{parse_duration, Outbox, OutboxConfig, OutboxStats, OUTBOX_KEYS};
+use super::outbox::{Outbox, OutboxConfig, OutboxStats, OUTBOX_KEYS};
 use crate::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
@@ -177,8 +177,8 @@ struct Config {
 /// the emitter reads it here.
 #[derive(Deserialize)]
 struct Shared {
-    #[serde(default, deserialize_with = "de_timeout")]
-    timeout: Option<Duration>,
+    #[serde(default)]
+    timeout: Option<crate::units::Seconds>,
 }
 
 /// What the config of an `influxdb` emitter says, checked.
@@ -193,7 +193,7 @@ impl Settings {
     pub fn from_conf(conf: &PluginConf) -> Result<Settings, ConfigError> {
         let c: Config = conf.parse_except(OUTBOX_KEYS)?;
         let outbox = OutboxConfig::from_conf(conf)?;
-        let timeout = conf.parse_shared::<Shared>()?.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = conf.parse_shared::<Shared>()?.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         if timeout.is_zero() {
             return Err(conf.error("timeout", "must be more than 0"));
         }
@@ -427,32 +427,6 @@ fn de_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
         }
     }
     d.deserialize_any(PortVisitor)
-}
-
-fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    struct TimeoutVisitor;
-    impl Visitor<'_> for TimeoutVisitor {
-        type Value = Option<Duration>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration: a number of seconds or a string like \"5s\"")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(Duration::from_secs(v)))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v).map(|v| Some(Duration::from_secs(v))).map_err(|_| E::custom("must not be negative"))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Duration::try_from_secs_f64(v).map(Some).map_err(|_| E::custom("must be a non-negative number"))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_duration(v).map(Some).map_err(E::custom)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-    }
-    d.deserialize_any(TimeoutVisitor)
 }
 
 #[cfg(test)]
