@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use badger::plugin::{Module, ModuleContext, PluginConf};
+use badger_api::plugin::{Module, ModuleContext, PluginConf};
 
 fn main() {
     divan::main();
@@ -15,7 +15,7 @@ fn main() {
 const SIX: [&str; 6] = ["cpu", "load", "disk", "network", "memory", "system"];
 
 fn build(name: &str) -> Box<dyn Module> {
-    let spec = badger::modules::REGISTRY.iter().find(|s| s.name == name).expect("module in registry");
+    let spec = badger_modules::REGISTRY.iter().find(|s| s.name == name).expect("module in registry");
     let conf = PluginConf::from_text(name, Path::new("bench.conf"), "{}");
     match (spec.build)(&ModuleContext::default(), &conf) {
         Ok(m) => m,

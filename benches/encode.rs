@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use badger::emitters::influxdb::line::{encode_payload, Naming};
-use badger::emitters::json::write_payload;
-use badger::matcher::Matcher;
-use badger::plugin::Batch;
-use badger::point::{HostMeta, Payload, Point, Value};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::Batch;
+use badger_api::point::{HostMeta, Payload, Point, Value};
+use badger_formats::influx::{encode_payload, Naming};
+use badger_formats::json::write_payload;
 use divan::counter::ItemsCount;
 
 fn main() {

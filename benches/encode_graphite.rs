@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use badger::emitters::graphite::{Encoder, Protocol};
-use badger::matcher::Matcher;
-use badger::plugin::Batch;
-use badger::point::{HostMeta, Payload, Point, Value};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::Batch;
+use badger_api::point::{HostMeta, Payload, Point, Value};
+use badger_emitters::graphite::{Encoder, Protocol};
 use divan::counter::ItemsCount;
 
 fn main() {

@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench l2met`
 
-use badger::modules::l2met::store::{Ingest, Limits, Options, Store};
+use badger_modules::l2met::store::{Ingest, Limits, Options, Store};
 use divan::counter::ItemsCount;
 use divan::Bencher;
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use badger::pulse::embedded::{Embedded, Options};
-use badger::pulse::store::{Backend, SeriesKey};
+use badger_pulse::embedded::{Embedded, Options};
+use badger_pulse::store::{Backend, SeriesKey};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const STATS: usize = 50;

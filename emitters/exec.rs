@@ -30,12 +30,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::json;
-use crate::external::{check_program, conf_dir, kill_group, resolve_program, timespec, wait_until};
-use crate::plugin::{
-    Batch, BuildError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf, RateLimit, EXEC_KIND,
-};
-use crate::units::de_duration;
+use badger_api::duration::de_duration;
+use badger_api::plugin::{Batch, BuildError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf, EXEC_KIND};
+use badger_api::process::{check_program, conf_dir, kill_group, resolve_program, timespec, wait_until};
+use badger_api::throttle::LogThrottle;
+use badger_formats::json;
 
 pub static SPEC: EmitterSpec = EmitterSpec {
     name: EXEC_KIND,
@@ -108,7 +107,7 @@ fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, B
         next_start: Instant::now(),
         pending: VecDeque::new(),
         dropped: 0,
-        drop_log: RateLimit::default(),
+        drop_log: LogThrottle::default(),
         buf: String::new(),
     }))
 }
@@ -138,7 +137,7 @@ struct ExecEmitter {
     /// Payload lines not yet written in full, oldest first.
     pending: VecDeque<Vec<u8>>,
     dropped: u64,
-    drop_log: RateLimit,
+    drop_log: LogThrottle,
     buf: String,
 }
 

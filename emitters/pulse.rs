@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
-use crate::point::HostMeta;
-use crate::pulse_proto::{clean_name, clean_tag, Collector, Relay, RelayOptions};
+use badger_api::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_api::point::HostMeta;
+use badger_formats::pulse::{clean_name, clean_tag, Collector, Relay, RelayOptions};
 
 pub static SPEC: EmitterSpec =
     EmitterSpec { name: "pulse", aliases: &[], summary: "a Pulse relay: the server polls the latest values", build };
@@ -205,8 +205,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::matcher::Matcher;
-    use crate::point::{Payload, Point, Value};
+    use badger_api::matcher::Matcher;
+    use badger_api::point::{Payload, Point, Value};
 
     fn meta() -> HostMeta {
         HostMeta {
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn pulse_stock_conf_file_loads_with_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.d/pulse.conf");
+        let path = badger_test_support::fixture::workspace_root().join("conf.d/pulse.conf");
         let text = std::fs::read_to_string(&path).unwrap();
         let s = Settings::from_conf(&PluginConf::from_text("pulse", &path, &text), &meta()).unwrap();
         assert_eq!(s, settings("{}").unwrap());

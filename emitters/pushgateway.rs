@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::prometheus::{check_expire, check_prefix, expose, Exposition};
-use crate::plugin::{de_duration, Batch, BuildError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
-use crate::point::Value;
-use crate::promtext::TEXT_CONTENT_TYPE;
-use crate::telemetry::{Group, Source};
+use badger_api::duration::de_duration;
+use badger_api::plugin::{Batch, BuildError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_api::point::Value;
+use badger_api::telemetry::{Group, Source};
+use badger_formats::prometheus::TEXT_CONTENT_TYPE;
+use badger_formats::prometheus::{self as expose, check_expire, check_prefix, Exposition};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
     name: "pushgateway",
@@ -260,7 +261,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::point::HostMeta;
+    use badger_api::point::HostMeta;
 
     fn build_conf(text: &str) -> Result<Box<dyn Emitter>, BuildError> {
         let ctx = EmitterContext {

@@ -44,10 +44,10 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::ProcFile;
-use crate::rate::Rate;
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::ProcFile;
+use badger_api::rate::Rate;
 
 pub static SPEC: ModuleSpec =
     ModuleSpec { name: "cpu", aliases: &[], summary: "CPU time shares, forks, context switches (/proc/stat)", build };
@@ -254,8 +254,8 @@ impl Module for Cpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, FixtureRoot};
-    use crate::plugin::BuildError;
+    use badger_api::plugin::BuildError;
+    use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("cpu.rs");
 

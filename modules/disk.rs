@@ -49,11 +49,11 @@ use std::time::Instant;
 use procfs_core::DiskStat;
 use serde::Deserialize;
 
-use crate::matcher::{Matcher, NameList};
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::ProcFile;
-use crate::rate::Rate;
+use badger_api::matcher::{Matcher, NameList};
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::ProcFile;
+use badger_api::rate::Rate;
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "disk",
@@ -503,7 +503,7 @@ impl Module for Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, FixtureRoot};
+    use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("disk.rs");
 

@@ -29,9 +29,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::external::{check_program, conf_dir, kill_group, points_from_json, resolve_program, timespec, wait_until};
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf, RateLimit, EXEC_KIND};
-use crate::point::Point;
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf, EXEC_KIND};
+use badger_api::point::Point;
+use badger_api::process::{check_program, conf_dir, kill_group, resolve_program, timespec, wait_until};
+use badger_api::throttle::LogThrottle;
+use badger_formats::plugin_json::points_from_json;
 
 pub static SPEC: ModuleSpec =
     ModuleSpec { name: EXEC_KIND, aliases: &[], summary: "points printed as JSON lines by a command you write", build };
@@ -64,7 +66,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
         kill_after: timeout * 9 / 10,
         output: Vec::new(),
         bad_lines: 0,
-        bad_log: RateLimit::default(),
+        bad_log: LogThrottle::default(),
     }))
 }
 
@@ -76,7 +78,7 @@ struct Exec {
     kill_after: Duration,
     output: Vec<u8>,
     bad_lines: u64,
-    bad_log: RateLimit,
+    bad_log: LogThrottle,
 }
 
 /// How a run ended.
@@ -188,7 +190,7 @@ impl Module for Exec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::point::Value;
+    use badger_api::point::Value;
     use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &std::path::Path, body: &str) -> PluginConf {

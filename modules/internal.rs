@@ -47,11 +47,11 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::modules::process_stats::{parse_stat, status_value};
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::ProcFile;
-use crate::telemetry::{Group, Telemetry};
+use crate::process_stats::{parse_stat, status_value};
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::ProcFile;
+use badger_api::telemetry::{Group, Telemetry};
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "internal",
@@ -123,7 +123,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::telemetry::Source;
+    use badger_api::telemetry::Source;
 
     struct Stats(AtomicU64);
     impl Source for Stats {
@@ -150,7 +150,7 @@ mod tests {
         assert!(matches!(find("badger.rss").value, Value::Int(b) if b > 1_000_000));
         assert!(matches!(find("badger.cpu_seconds").value, Value::Float(s) if s >= 0.0));
         assert!(matches!(find("badger.threads").value, Value::Int(n) if n >= 1));
-        crate::fixture::assert_documented(include_str!("internal.rs"), &out);
+        badger_test_support::fixture::assert_documented(include_str!("internal.rs"), &out);
         drop(stats);
         out.clear();
         m.collect(Instant::now(), &mut out).unwrap();

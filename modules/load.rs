@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::ProcFile;
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::ProcFile;
 
 pub static SPEC: ModuleSpec =
     ModuleSpec { name: "load", aliases: &[], summary: "load averages and scheduling entities (/proc/loadavg)", build };
@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn on_every_fixture_tree() {
-        use crate::fixture::{self, FixtureRoot};
+        use badger_test_support::fixture::{self, FixtureRoot};
         for tree in fixture::TREES {
             let root = FixtureRoot::new(tree);
             let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn config_and_missing_file() {
-        use crate::fixture::{self, FixtureRoot};
+        use badger_test_support::fixture::{self, FixtureRoot};
         let root = FixtureRoot::new("vm-6.18");
         match fixture::build_error(&SPEC, &root.ctx(), "{\n\"one\": 1}") {
             BuildError::Config(e) => assert_eq!((e.key.as_deref(), e.line), (Some("one"), Some(2))),

@@ -24,9 +24,9 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::ProcFile;
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::ProcFile;
 
 pub static SPEC: ModuleSpec =
     ModuleSpec { name: "memory", aliases: &[], summary: "memory and swap (/proc/meminfo)", build };
@@ -263,7 +263,7 @@ impl Module for Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, FixtureRoot};
+    use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("memory.rs");
 

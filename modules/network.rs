@@ -35,11 +35,11 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::matcher::{Matcher, NameList};
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::ProcFile;
-use crate::rate::Rate;
+use badger_api::matcher::{Matcher, NameList};
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::ProcFile;
+use badger_api::rate::Rate;
 
 pub static SPEC: ModuleSpec =
     ModuleSpec { name: "network", aliases: &[], summary: "network interface traffic (/proc/net/dev)", build };
@@ -175,7 +175,7 @@ impl Module for Network {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, FixtureRoot};
+    use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("network.rs");
 

@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 use regex_lite::Regex;
 use serde::Deserialize;
 
-use crate::plugin::{BuildError, CollectError, ConfigError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::ProcFile;
-use crate::rate::Rate;
+use badger_api::plugin::{BuildError, CollectError, ConfigError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::ProcFile;
+use badger_api::rate::Rate;
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "process_stats",
@@ -422,7 +422,7 @@ impl Module for ProcessStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, FixtureRoot};
+    use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("process_stats.rs");
 

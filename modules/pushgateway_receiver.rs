@@ -40,10 +40,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use serde::Deserialize;
 
-use crate::http::text;
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::promtext::{self, Family, Format};
+use badger_api::http::text;
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_formats::prometheus::{self, Family, Format};
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "pushgateway_receiver",
@@ -226,7 +226,7 @@ pub fn handle(
         Ok(b) => b,
         Err(limit) => return text(413, format!("the pushed body is larger than {limit} bytes\n")),
     };
-    let mut families = match promtext::parse_bytes(body, Format::Text) {
+    let mut families = match prometheus::parse_bytes(body, Format::Text) {
         Ok(f) => f,
         Err(e) => return text(400, format!("{e}\n")),
     };
@@ -339,8 +339,8 @@ impl Module for Receiver {
             for f in push.families {
                 for s in f.samples {
                     let mut labels = s.labels;
-                    promtext::set_labels(&mut labels, &push.grouping);
-                    out.push(promtext::sample_point(f.kind, &s.name, labels, s.value));
+                    prometheus::set_labels(&mut labels, &push.grouping);
+                    out.push(prometheus::sample_point(f.kind, &s.name, labels, s.value));
                 }
             }
             let mut name = String::from("push_time_seconds");

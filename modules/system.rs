@@ -24,10 +24,10 @@ use procfs_core::{CpuInfo, FromBufRead};
 use serde::Deserialize;
 
 use super::disk::{is_partition_name, DEFAULT_DEVICE_EXCLUDES};
-use crate::matcher::Matcher;
-use crate::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::procfile::{read_to_string, ProcFile};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::procfile::{read_to_string, ProcFile};
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "system",
@@ -234,7 +234,7 @@ impl Module for System {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, FixtureRoot};
+    use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("system.rs");
 

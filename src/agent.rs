@@ -20,15 +20,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::config::{Config, PluginEntry, Registries};
-use crate::http::{HttpRoutes, Route};
 use crate::httpd::{build_router, HttpServer};
-use crate::matcher::Matcher;
-pub use crate::plugin::RateLimit;
-use crate::plugin::{
+use badger_api::http::{HttpRoutes, Route};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::{
     Batch, BuildError, ConfigError, Emitter, EmitterContext, EmitterSpec, Module, ModuleContext, PluginConf,
 };
-use crate::point::{HostMeta, Payload, Point, Value};
-use crate::telemetry::{Group, Source, Telemetry};
+use badger_api::point::{HostMeta, Payload, Point, Value};
+use badger_api::telemetry::{Group, Source, Telemetry};
+pub use badger_api::throttle::LogThrottle;
 
 const WORKER_STACK: usize = 256 * 1024;
 /// Emitters encode, compress and talk TLS: more headroom (untouched stack costs no memory).
@@ -160,7 +160,7 @@ pub fn plan(config: Config, reg: &Registries, running: &Running) -> Result<Plan,
             let mctx =
                 ModuleContext { roots: roots.clone(), timeout, http: http.clone(), telemetry: telemetry.clone() };
             let result = match &entry.library {
-                Some(lib) => crate::native::build_module(lib, &mctx, &entry.conf),
+                Some(lib) => crate::loader::build_module(lib, &mctx, &entry.conf),
                 None => {
                     let spec = reg.module(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
                     (spec.build)(&mctx, &entry.conf)
@@ -186,7 +186,7 @@ pub fn plan(config: Config, reg: &Registries, running: &Running) -> Result<Plan,
         } else {
             let ectx = EmitterContext { meta: meta_arc.clone(), http: http.clone(), telemetry: telemetry.clone() };
             let result = match &entry.library {
-                Some(lib) => crate::native::build_emitter(lib, &entry.conf),
+                Some(lib) => crate::loader::build_emitter(lib, &entry.conf),
                 None => {
                     let spec =
                         reg.emitter(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not an emitter"))?;
@@ -353,7 +353,7 @@ struct EmitterWorker {
     done: Receiver<()>,
     stats: Arc<EmitterStats>,
     dead_logged: bool,
-    drop_log: RateLimit,
+    drop_log: LogThrottle,
 }
 
 /// The running agent.
@@ -602,7 +602,7 @@ impl Agent {
             done,
             stats,
             dead_logged: false,
-            drop_log: RateLimit::default(),
+            drop_log: LogThrottle::default(),
         }
     }
 
@@ -788,7 +788,7 @@ fn emitter_loop(
     let mut batch: Vec<Arc<Payload>> = Vec::new();
     let mut first_at: Option<Instant> = None;
     let mut last_idle = Instant::now();
-    let mut errors = RateLimit::default();
+    let mut errors = LogThrottle::default();
     let mut send = |batch: &mut Vec<Arc<Payload>>, emitter: &mut Box<dyn Emitter>| {
         if batch.is_empty() {
             return;

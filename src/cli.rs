@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::pulse::ServerArgs;
+use badger_pulse::ServerArgs;
 
 /// badger: per-host Linux stats agent (the successor of Stat Badger).
 ///

@@ -21,11 +21,12 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::matcher::{Matcher, NameList};
-use crate::plugin::{
-    line_of_key, strip_comments, ConfigError, EmitterSpec, HostRoots, ModuleSpec, PluginConf, EXEC_KIND,
-};
-use crate::units::Seconds;
+use badger_api::config::line_of_key;
+use badger_api::config::strip_comments;
+use badger_api::duration::Seconds;
+use badger_api::logging::{LogConfig, LogFormat};
+use badger_api::matcher::{Matcher, NameList};
+use badger_api::plugin::{ConfigError, EmitterSpec, HostRoots, ModuleSpec, PluginConf, EXEC_KIND};
 
 /// The longest a module may take before its tick goes out without it.
 pub const MAX_MODULE_TIMEOUT: Duration = Duration::from_millis(900);
@@ -93,20 +94,6 @@ impl HostRootsConfig {
     pub fn roots(&self) -> HostRoots {
         HostRoots { proc: self.proc.clone(), sys: self.sys.clone(), host: self.host.clone() }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogConfig {
-    pub level: log::LevelFilter,
-    pub format: LogFormat,
-    /// `None` = stderr.
-    pub file: Option<PathBuf>,
 }
 
 /// A module or emitter as configured.
@@ -243,7 +230,7 @@ fn resolve_kind(
     if let Some(kind) = exec {
         return Some((kind, None));
     }
-    crate::native::find(dirs, name).map(|lib| (LIBRARY_KIND, Some(lib)))
+    crate::loader::find(dirs, name).map(|lib| (LIBRARY_KIND, Some(lib)))
 }
 
 fn unknown(what: &str, name: &str, known: &[&str], conf: &PluginConf, dirs: &[PathBuf]) -> String {
@@ -252,7 +239,7 @@ fn unknown(what: &str, name: &str, known: &[&str], conf: &PluginConf, dirs: &[Pa
         "unknown {what}; known: {}; and no {} has an \"{EXEC_KIND}\" key, nor is there a {} in {}",
         known.join(", "),
         conf.file.display(),
-        crate::native::file_name(name),
+        crate::loader::file_name(name),
         if dirs.is_empty() { "(no plugin directory)".to_string() } else { dirs.join(", ") }
     )
 }

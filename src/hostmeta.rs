@@ -8,8 +8,10 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use badger_api::host::hostname;
+
 use crate::config::CoreConfig;
-use crate::point::HostMeta;
+use badger_api::point::HostMeta;
 
 /// Resolves the metadata for a config, detecting what it leaves out.
 pub fn resolve(core: &CoreConfig) -> HostMeta {
@@ -33,11 +35,6 @@ pub fn resolve(core: &CoreConfig) -> HostMeta {
             .clone()
             .unwrap_or_else(|| v6_iface.as_deref().and_then(|i| pick_address(i, &addrs, true)).unwrap_or_default()),
     }
-}
-
-/// The kernel's host name (uname nodename).
-pub fn hostname() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
 fn interface_addresses() -> Vec<(String, IpAddr)> {

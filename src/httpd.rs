@@ -1,5 +1,5 @@
 //! The agent's one HTTP listener (`core.http_listen`): every route the plugins registered
-//! (see [`crate::http`]), served by axum on a current-thread tokio runtime on its own
+//! (see [`badger_api::http`]), served by axum on a current-thread tokio runtime on its own
 //! thread, so async never reaches the tick, the modules or the emitters.
 //!
 //! On reload the routes are swapped in place (the socket stays open); a changed address
@@ -16,7 +16,7 @@ use axum::Router;
 use crossbeam_channel::{bounded, Receiver};
 use tower::ServiceExt;
 
-use crate::http::Route;
+use badger_api::http::Route;
 
 /// Joins the routes of every plugin into one router. Two plugins that claim the same path
 /// (or paths axum cannot tell apart) are an error that names both.

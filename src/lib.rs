@@ -1,38 +1,12 @@
-//! badger: a per-host Linux stats agent, the successor of Stat Badger.
-//!
-//! Dependency direction (one way): the point model and plugin API ([`point`], [`plugin`],
-//! [`matcher`], [`rate`], [`procfile`], [`units`], [`json`], [`http`], [`telemetry`], [`promtext`],
-//! [`pulse_proto`]) ← [`modules`] and [`emitters`] ← the core
-//! ([`config`], [`scheduler`], [`runtime`], …) ← the binary. The core never names a concrete
-//! module or emitter: it is handed the registries.
-
-pub mod external;
-#[cfg(test)]
-pub mod fixture;
-pub mod http;
-pub mod json;
-pub mod matcher;
-pub mod plugin;
-pub mod point;
-pub mod procfile;
-pub mod promtext;
-pub mod pulse_proto;
-pub mod rate;
-pub mod telemetry;
-pub mod units;
-
-#[path = "../modules/mod.rs"]
-pub mod modules;
-
-#[path = "../emitters/mod.rs"]
-pub mod emitters;
+//! The badger agent core: reads the config, plans which modules and emitters run, ticks
+//! them, and serves the HTTP listener. It is handed the registries of built-in modules and
+//! emitters by the binary and never names a concrete plugin; the plugin API it shares with
+//! them lives in `badger-api` (see `docs/ARCHITECTURE.md` for the crate graph).
 
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod hostmeta;
 pub mod httpd;
-pub mod logging;
-pub mod native;
-pub mod pulse;
+pub mod loader;
 pub mod scheduler;

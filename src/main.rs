@@ -14,9 +14,9 @@ use badger::scheduler::{self, Control, Probe, EXIT_CONFIG};
 fn main() {
     let cli = Cli::parse_from(badger::cli::rewrite_server_flag(std::env::args_os().collect()));
     if let Some(badger::cli::Command::Server(args)) = &cli.command {
-        exit(badger::pulse::main(args));
+        exit(badger_pulse::main(args));
     }
-    let reg = Registries { modules: badger::modules::REGISTRY, emitters: badger::emitters::REGISTRY };
+    let reg = Registries { modules: badger_modules::REGISTRY, emitters: badger_emitters::REGISTRY };
     let log_level = cli.log_level.map(log::LevelFilter::from);
     let Some(path) = cli.config else {
         eprintln!("badger: no config file given: use -f <config.json> (or --config); see --help");

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::agent::{default_emitter, plan, Agent, Plan, Planned, RateLimit, Running};
+use crate::agent::{default_emitter, plan, Agent, LogThrottle, Plan, Planned, Running};
 use crate::config::{Config, LoadError, Registries};
-use crate::plugin::EmitterSpec;
+use badger_api::plugin::EmitterSpec;
 
 /// Exit code for a bad config or bad usage.
 pub const EXIT_CONFIG: i32 = 2;
@@ -75,7 +75,7 @@ fn start(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) 
     };
     let config = Config::load(path, reg).map_err(|e| fail(&e))?;
     // Logging first, so what plugins log while they are built is not lost.
-    crate::logging::configure(&config.core.log, log_override)
+    badger_api::logging::configure(&config.core.log, log_override)
         .map_err(|e| fail(&format!("cannot open the log file: {e}")))?;
     plan(config, reg, &Running::default()).map_err(|e| fail(&LoadError(e)))
 }
@@ -106,7 +106,7 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
 
     let (mut base, mut base_ts) = align();
     let mut n: u64 = 0;
-    let mut stall_log = RateLimit::default();
+    let mut stall_log = LogThrottle::default();
     loop {
         let due = base + Duration::from_secs(n);
         match control.recv_deadline(due) {
@@ -158,7 +158,7 @@ fn reload(agent: &mut Agent, path: &Path, reg: &Registries, log_override: Option
     log::info!("SIGHUP: reloading {}", path.display());
     match load(path, reg, &agent.running()) {
         Ok(plan) => {
-            if let Err(e) = crate::logging::configure(&plan.config.core.log, log_override) {
+            if let Err(e) = badger_api::logging::configure(&plan.config.core.log, log_override) {
                 log::error!("reload: cannot open the new log file ({e}); logging stays as it was");
             }
             let kept = plan.modules.iter().filter(|m| matches!(m.2, Planned::Keep)).count()

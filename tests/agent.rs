@@ -16,9 +16,9 @@ use crossbeam_channel::{unbounded, Sender};
 use serde::Deserialize;
 
 use badger::config::Registries;
-use badger::plugin::*;
-use badger::point::{Point, Value};
 use badger::scheduler::{run, Control};
+use badger_api::plugin::*;
+use badger_api::point::{Point, Value};
 use common::TempConfig;
 
 // ---- test plugins -------------------------------------------------------------------------

@@ -96,7 +96,7 @@ fn every_module_and_emitter_has_a_default_conf_file() {
         for (name, _) in plugin_files(dir) {
             let conf = root().join("conf.d").join(format!("{name}.conf"));
             let text = std::fs::read_to_string(&conf).unwrap_or_else(|_| panic!("missing {}", conf.display()));
-            let stripped = badger::plugin::strip_comments(&text);
+            let stripped = badger_api::config::strip_comments(&text);
             serde_json::from_str::<serde_json::Value>(&stripped).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
         }
     }

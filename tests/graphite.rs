@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use badger::emitters::graphite::{self, Encoder, Graphite, Protocol, Settings};
-use badger::matcher::Matcher;
-use badger::plugin::{Batch, Emitter, EmitterContext, PluginConf};
-use badger::point::{HostMeta, Payload, Point, Value};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::{Batch, Emitter, EmitterContext, PluginConf};
+use badger_api::point::{HostMeta, Payload, Point, Value};
+use badger_emitters::graphite::{self, Encoder, Graphite, Protocol, Settings};
 use common::{badger, TempConfig};
 use support_graphite::{now, Carbon, Series, PYTHON};
 

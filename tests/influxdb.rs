@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use badger::emitters::influxdb::InfluxDb;
-use badger::matcher::Matcher;
-use badger::plugin::{Batch, Emitter, PluginConf};
-use badger::point::{HostMeta, Payload, Point, Value};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::{Batch, Emitter, PluginConf};
+use badger_api::point::{HostMeta, Payload, Point, Value};
+use badger_emitters::influxdb::InfluxDb;
 use serde_json::json;
 
 use common::*;
@@ -657,7 +657,7 @@ fn copy_tree(src: &Path, dst: &Path) {
 /// One payload of every host module on the `vm-6.18` fixture tree (its second capture, so
 /// rates exist); filesystems are those of this machine that the tree's mount table names.
 fn real_payload() -> Payload {
-    use badger::plugin::{HostRoots, ModuleContext};
+    use badger_api::plugin::{HostRoots, ModuleContext};
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vm-6.18");
     let dir = tmp();
     let load = |snapshot: &str| {
@@ -686,7 +686,7 @@ fn real_payload() -> Payload {
     let mut modules: Vec<_> = confs
         .iter()
         .map(|(name, text)| {
-            let spec = badger::modules::REGISTRY.iter().find(|s| s.name == *name).expect("module");
+            let spec = badger_modules::REGISTRY.iter().find(|s| s.name == *name).expect("module");
             let conf = PluginConf::from_text(name, Path::new("conf.d/x.conf"), text);
             match (spec.build)(&ctx, &conf) {
                 Ok(m) => m,
@@ -707,20 +707,20 @@ fn real_payload() -> Payload {
     Payload { meta: meta(), timestamp: T0, points }
 }
 
-fn lines_of(p: &Payload, naming: badger::emitters::influxdb::Naming) -> (String, u64) {
+fn lines_of(p: &Payload, naming: badger_emitters::influxdb::Naming) -> (String, u64) {
     let payloads = [Arc::new(p.clone())];
     let blacklist = Matcher::default();
     let mut out = String::new();
     let mut n = 0;
     for v in Batch::new(&payloads, &blacklist).payloads() {
-        n += badger::emitters::influxdb::line::encode_payload(&mut out, &v, naming);
+        n += badger_formats::influx::encode_payload(&mut out, &v, naming);
     }
     (out, n)
 }
 
 #[test]
 fn every_stat_of_the_real_modules_goes_out_under_telegraf_names() {
-    use badger::emitters::influxdb::Naming;
+    use badger_emitters::influxdb::Naming;
     let p = real_payload();
     assert!(p.points.len() > 100, "{}", p.points.len());
     let (badger_lines, n_badger) = lines_of(&p, Naming::Badger);

@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use badger::emitters::kafka::{Kafka, SPEC};
-use badger::matcher::Matcher;
-use badger::plugin::{Batch, Emitter, EmitterContext, PluginConf};
-use badger::point::{HostMeta, Payload, Point, Value};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::{Batch, Emitter, EmitterContext, PluginConf};
+use badger_api::point::{HostMeta, Payload, Point, Value};
+use badger_emitters::kafka::{Kafka, SPEC};
 use common::{badger, TempConfig};
 use support_kafka::{consume, read, tansu, Broker};
 

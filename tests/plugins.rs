@@ -303,8 +303,8 @@ echo '{"queue.hidden": 7}'"#,
 /// the JSON payload does not show.
 #[test]
 fn library_points_keep_measurement_field_and_tags() {
-    use badger::plugin::{ModuleContext, PluginConf};
-    use badger::point::Value;
+    use badger_api::plugin::{ModuleContext, PluginConf};
+    use badger_api::point::Value;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"12345").unwrap();
     let conf = PluginConf::from_text(
@@ -312,7 +312,7 @@ fn library_points_keep_measurement_field_and_tags() {
         Path::new("conf.d/dir_files.conf"),
         &format!(r#"{{"interval": 5, "dirs": {{"d": "{}"}}}}"#, dir.path().display()),
     );
-    let mut m = badger::native::build_module(&sdk_lib("dir_files"), &ModuleContext::default(), &conf)
+    let mut m = badger::loader::build_module(&sdk_lib("dir_files"), &ModuleContext::default(), &conf)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     m.collect(Instant::now(), &mut out).unwrap();

@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use badger::emitters::pushgateway;
-use badger::matcher::Matcher;
-use badger::plugin::{Batch, BuildError, Emitter, EmitterContext, PluginConf};
-use badger::point::{HostMeta, Payload, Point, Value};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::{Batch, BuildError, Emitter, EmitterContext, PluginConf};
+use badger_api::point::{HostMeta, Payload, Point, Value};
+use badger_emitters::pushgateway;
 use common::{badger, TempConfig};
 use support_prom::{free_port, get, installed, promtool_check, try_get, wait_for, Answer, Daemon, FakeServer};
 

@@ -9,11 +9,11 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use badger::http::HttpRoutes;
 use badger::httpd::{build_router, HttpServer};
-use badger::modules::prometheus_scrape as prometheus;
-use badger::plugin::{BuildError, Module, ModuleContext, PluginConf};
-use badger::point::{Point, Value};
+use badger_api::http::HttpRoutes;
+use badger_api::plugin::{BuildError, Module, ModuleContext, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_modules::prometheus_scrape as prometheus;
 use support_prom::{Answer, FakeServer};
 
 const APP_ID: &str = "a758f25d-2d01-419e-b63b-de3aabcd9e15";

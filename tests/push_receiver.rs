@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use badger::http::HttpRoutes;
 use badger::httpd::{build_router, HttpServer};
-use badger::modules::pushgateway_receiver::{self as receiver, Store};
-use badger::plugin::{BuildError, Module, ModuleContext, PluginConf};
-use badger::point::{Point, Value};
-use badger::promtext::{self, Family};
+use badger_api::http::HttpRoutes;
+use badger_api::plugin::{BuildError, Module, ModuleContext, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_formats::prometheus::{self, Family};
+use badger_modules::pushgateway_receiver::{self as receiver, Store};
 use common::TempConfig;
 use support_prom::{free_port, try_get, wait_for};
 
@@ -36,7 +36,7 @@ impl Store for Recorder {
     fn write(&self, families: Vec<Family>, _grouping: Vec<(String, String)>, _at: i64) -> Result<(), String> {
         let mut text = String::new();
         for f in &families {
-            promtext::write_family(&mut text, f);
+            prometheus::write_family(&mut text, f);
         }
         self.writes.lock().unwrap().push(text);
         match self.fail {
@@ -309,10 +309,10 @@ fn a_push_reaches_the_prometheus_emitter() {
 fn c5_8_the_pusher_pushes_into_the_receiver() {
     use std::sync::Arc;
 
-    use badger::emitters::pushgateway;
-    use badger::matcher::Matcher;
-    use badger::plugin::{Batch, EmitterContext};
-    use badger::point::{HostMeta, Payload};
+    use badger_api::matcher::Matcher;
+    use badger_api::plugin::{Batch, EmitterContext};
+    use badger_api::point::{HostMeta, Payload};
+    use badger_emitters::pushgateway;
 
     let mut r = Receiver::new("{}");
     let meta = Arc::new(HostMeta { hostname: "h1".into(), ..HostMeta::default() });
@@ -328,7 +328,7 @@ fn c5_8_the_pusher_pushes_into_the_receiver() {
             Point::simple("load", "five", "", Value::Float(0.25)),
         ],
     });
-    let blacklist = Matcher::new(&badger::matcher::NameList(vec!["load.five".to_string()])).unwrap();
+    let blacklist = Matcher::new(&badger_api::matcher::NameList(vec!["load.five".to_string()])).unwrap();
     let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     // A payload older than expire_after is not pushed: nothing to push, no request.
     pusher.emit(&Batch::new(std::slice::from_ref(&payload), &blacklist)).expect("push");

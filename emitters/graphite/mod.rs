@@ -35,7 +35,7 @@
 //! PROTO 2, EMPTY_LIST, MARK, BINUNICODE, BININT, BINFLOAT/BININT, TUPLE2, TUPLE2, APPENDS,
 //! STOP; only the original's memo opcodes are missing, which no unpickler needs).
 //!
-//! **Delivery.** Records wait in the outbox (see [`super::outbox`]) while carbon is away and
+//! **Delivery.** Records wait in the outbox (see [`badger_outbox`]) while carbon is away and
 //! are sent in order when it is back; what is unsent at shutdown goes to the spool when
 //! `spool_dir` is set. Graphite keeps one value per path and timestamp, so the duplicates a
 //! retry can cause (a batch that failed half-way is sent again whole) change nothing.
@@ -62,7 +62,7 @@
 //! | `spool_dir` | none | directory for the disk spool (relative to the config file's directory); without it, what is unsent at shutdown is lost |
 //! | `spool_max_bytes` | `"256MiB"` | bytes the spool may hold on disk (at least 64KiB) |
 
-pub mod encode;
+use badger_formats::graphite as encode;
 pub mod transport;
 
 use std::time::{Duration, Instant};
@@ -72,8 +72,8 @@ use serde::Deserialize;
 pub use encode::{clean_prefix, sanitize, Encoded, Encoder, Protocol};
 use transport::{Target, TcpLink, UdpLink};
 
-use super::outbox::{Outbox, OutboxConfig, SendError, Transport, OUTBOX_KEYS};
-use crate::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_api::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_outbox::{Outbox, OutboxConfig, SendError, Transport, OUTBOX_KEYS};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
     name: "graphite",
@@ -122,7 +122,7 @@ fn default_udp_max_bytes() -> usize {
 #[derive(Deserialize, Default)]
 struct TimeoutConf {
     #[serde(default)]
-    timeout: Option<crate::units::Seconds>,
+    timeout: Option<badger_api::duration::Seconds>,
 }
 
 /// The emitter's settings, checked.
@@ -176,8 +176,8 @@ impl Settings {
 fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
     let settings = Settings::from_conf(conf)?;
     let g = Graphite::new(&conf.name, &settings)?;
-    let stats: std::sync::Arc<dyn crate::telemetry::Source> = g.outbox().stats();
-    ctx.telemetry.publish(crate::telemetry::Group::Outbox, &conf.name, &stats);
+    let stats: std::sync::Arc<dyn badger_api::telemetry::Source> = g.outbox().stats();
+    ctx.telemetry.publish(badger_api::telemetry::Group::Outbox, &conf.name, &stats);
     Ok(Box::new(g))
 }
 
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn graphite_stock_conf_file_loads_with_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.d/graphite.conf");
+        let path = badger_test_support::fixture::workspace_root().join("conf.d/graphite.conf");
         let text = std::fs::read_to_string(&path).unwrap();
         let s = Settings::from_conf(&PluginConf::from_text("graphite", &path, &text)).unwrap();
         assert_eq!(s, settings("graphite", "{}").unwrap());

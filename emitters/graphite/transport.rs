@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::emitters::outbox::{SendError, Transport};
+use badger_outbox::{SendError, Transport};
 
 /// Bytes gathered before one `write` on the TCP connection.
 const WRITE_CHUNK: usize = 64 * 1024;

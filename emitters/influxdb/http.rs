@@ -11,7 +11,7 @@ use base64::Engine;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::emitters::outbox::{SendError, Transport};
+use badger_outbox::{SendError, Transport};
 
 /// Characters left as they are in a query value: RFC 3986 unreserved.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');

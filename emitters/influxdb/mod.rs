@@ -1,7 +1,7 @@
 //! `influxdb`: InfluxDB line protocol over HTTP(S), to InfluxDB 1.x or 2.x.
 //!
 //! Every payload is sent, buffered, retried and optionally spooled to disk by the
-//! [outbox](super::outbox).
+//! [outbox](badger_outbox).
 //!
 //! Version 1 writes `POST <url>/write?db=<database>[&rp=<retention_policy>]&precision=s`
 //! with the user and password as HTTP basic auth; version 2 writes
@@ -112,8 +112,7 @@
 //! rejected (HTTP 400 "field type conflict").
 
 pub mod http;
-pub mod line;
-pub mod telegraf;
+use badger_formats::influx as line;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,8 +124,8 @@ use serde::Deserialize;
 
 use self::http::{Api, HttpTransport, Target};
 pub use self::line::Naming;
-use super::outbox::{Outbox, OutboxConfig, OutboxStats, OUTBOX_KEYS};
-use crate::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_api::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_outbox::{Outbox, OutboxConfig, OutboxStats, OUTBOX_KEYS};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
     name: "influxdb",
@@ -178,7 +177,7 @@ struct Config {
 #[derive(Deserialize)]
 struct Shared {
     #[serde(default)]
-    timeout: Option<crate::units::Seconds>,
+    timeout: Option<badger_api::duration::Seconds>,
 }
 
 /// What the config of an `influxdb` emitter says, checked.
@@ -463,7 +462,7 @@ mod tests {
 
     #[test]
     fn the_shipped_conf_is_the_defaults() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.d/influxdb.conf");
+        let file = badger_test_support::fixture::workspace_root().join("conf.d/influxdb.conf");
         let text = std::fs::read_to_string(&file).unwrap();
         let shipped = Settings::from_conf(&PluginConf::from_text("influxdb", &file, &text)).unwrap();
         let defaults = settings("{}").unwrap();

@@ -9,8 +9,8 @@
 //!
 //! Every line of `influx` and `graphite` ends with `\n`; a `json` message has no newline.
 
-use crate::emitters::{graphite, influxdb, json};
-use crate::plugin::PayloadView;
+use badger_api::plugin::PayloadView;
+use badger_formats::{graphite, influx, json};
 
 /// How a payload is written into a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub fn write_message(out: &mut String, format: Format, prefix: &str, p: &Payload
     match format {
         Format::Json => json::write_payload(out, p, false),
         Format::Influx => {
-            influxdb::line::encode_payload(out, p, influxdb::Naming::Badger);
+            influx::encode_payload(out, p, influx::Naming::Badger);
         }
         Format::Graphite => {
             let mut bytes = Vec::new();
@@ -101,9 +101,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::matcher::Matcher;
-    use crate::plugin::Batch;
-    use crate::point::{HostMeta, Payload, Point, Value};
+    use badger_api::matcher::Matcher;
+    use badger_api::plugin::Batch;
+    use badger_api::point::{HostMeta, Payload, Point, Value};
 
     fn meta(dc: &str, cluster: &str, host: &str) -> Arc<HostMeta> {
         Arc::new(HostMeta {

@@ -30,7 +30,7 @@
 //! Every line of `influx` and `graphite` ends with a newline.
 //!
 //! # Delivery
-//! Messages go through the emitter's [outbox](super::outbox): a bounded buffer (and an
+//! Messages go through the emitter's [outbox](badger_outbox): a bounded buffer (and an
 //! optional disk spool) that keeps them, in order, while Kafka cannot take them. One send
 //! produces a batch of messages and waits, at most `timeout` (less when librdkafka reports
 //! every broker down meanwhile), for librdkafka's delivery report of each: all delivered, and
@@ -88,8 +88,9 @@ use serde::Deserialize;
 
 pub use encode::{Format, Record};
 
-use super::outbox::{parse_duration, Outbox, OutboxConfig, OutboxStats, SendError, Transport, OUTBOX_KEYS};
-use crate::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_api::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_api::throttle::LogThrottle;
+use badger_outbox::{parse_duration, Outbox, OutboxConfig, OutboxStats, SendError, Transport, OUTBOX_KEYS};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
     name: "kafka",
@@ -102,7 +103,6 @@ const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 const DEFAULT_TOPIC: &str = "badger";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-const LOG_EVERY: Duration = Duration::from_secs(60);
 /// While waiting for delivery reports: the first pause between looks, and the longest.
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(20);
@@ -127,8 +127,8 @@ const FORBIDDEN_PROPERTIES: &[(&str, &str)] = &[
 
 fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
     let k = Kafka::new(conf)?;
-    let stats: Arc<dyn crate::telemetry::Source> = k.outbox_stats();
-    ctx.telemetry.publish(crate::telemetry::Group::Outbox, &conf.name, &stats);
+    let stats: Arc<dyn badger_api::telemetry::Source> = k.outbox_stats();
+    ctx.telemetry.publish(badger_api::telemetry::Group::Outbox, &conf.name, &stats);
     Ok(Box::new(k))
 }
 
@@ -361,7 +361,7 @@ impl Settings {
         if !c.prefix.is_empty() && format != Format::Graphite {
             return Err(conf.error("prefix", "only used with \"format\": \"graphite\""));
         }
-        let prefix = super::graphite::clean_prefix(&c.prefix);
+        let prefix = badger_formats::graphite::clean_prefix(&c.prefix);
 
         let timeout = shared.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
         if timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT {
@@ -448,7 +448,7 @@ impl Kafka {
             deadline: None,
             next_seq: 0,
             stats,
-            reject_log: LogLimit::default(),
+            reject_log: LogThrottle::default(),
         };
         Ok(Kafka { settings, buf: String::new(), outbox, transport })
     }
@@ -548,7 +548,7 @@ struct KafkaTransport {
     /// The delivery opaque of the next message; reports of earlier sends are told apart by it.
     next_seq: usize,
     stats: Arc<KafkaStats>,
-    reject_log: LogLimit,
+    reject_log: LogThrottle,
 }
 
 impl Transport for KafkaTransport {
@@ -616,7 +616,7 @@ impl Transport for KafkaTransport {
             return Err(SendError::Reject(msg));
         }
         add(&self.stats.rejected, tally.rejected);
-        if let Some(more) = self.reject_log.allow(Instant::now()) {
+        if let Some(more) = self.reject_log.allow_at(Instant::now()) {
             log::error!(
                 "emitter \"{}\": {msg}; they are dropped ({more} more such lines left out since the last one)",
                 ctx.name
@@ -715,28 +715,9 @@ struct Tally {
     first_rejection: String,
 }
 
-/// Logs at most once a minute; counts what it left out.
-#[derive(Default)]
-struct LogLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY) {
-            self.last = Some(now);
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
-}
-
 #[derive(Default)]
 struct Complaints {
-    limit: LogLimit,
+    limit: LogThrottle,
     last: Option<(Instant, String)>,
 }
 
@@ -828,7 +809,7 @@ impl DeliveryContext {
         let now = Instant::now();
         let text = what.to_string();
         let mut c = lock(&self.complaints);
-        if let Some(more) = c.limit.allow(now) {
+        if let Some(more) = c.limit.allow_at(now) {
             log::warn!(
                 "emitter \"{}\": librdkafka: {text} ({more} more librdkafka complaints since the last line)",
                 self.name

@@ -12,9 +12,9 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::*;
-use crate::matcher::Matcher;
-use crate::plugin::Batch;
-use crate::point::{HostMeta, Payload, Point, Value};
+use badger_api::matcher::Matcher;
+use badger_api::plugin::Batch;
+use badger_api::point::{HostMeta, Payload, Point, Value};
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
 
@@ -207,10 +207,8 @@ fn the_original_kafka082_conf_works_unchanged() {
 }}"#,
         m.bootstrap_servers()
     );
-    let spec = crate::emitters::REGISTRY
-        .iter()
-        .find(|s| s.aliases.contains(&"kafka082_emitter"))
-        .expect("the alias is registered");
+    let spec =
+        crate::REGISTRY.iter().find(|s| s.aliases.contains(&"kafka082_emitter")).expect("the alias is registered");
     assert_eq!(spec.name, "kafka");
     let c = conf_named("kafka082_emitter", &text);
     let mut e = match (spec.build)(&EmitterContext::default(), &c) {
@@ -387,7 +385,7 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn the_shipped_conf_file_holds_the_defaults() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.d/kafka.conf");
+    let path = badger_test_support::fixture::workspace_root().join("conf.d/kafka.conf");
     let text = std::fs::read_to_string(&path).expect("conf.d/kafka.conf");
     let shipped = PluginConf::from_text("kafka", &path, &text);
     let empty = conf("{}");

@@ -31,7 +31,8 @@
 //! | `interval` | `0` | seconds between updates of the served values; every payload since the last update is applied |
 //! | `blacklist` | `[]` | stats left out of this emitter's output (names or globs) |
 
-pub mod expose;
+use badger_formats::prometheus as expose;
+use badger_formats::prometheus::{check_expire, check_prefix};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,10 +44,9 @@ use serde::Deserialize;
 
 pub use expose::Exposition;
 
-use crate::plugin::{
-    de_duration, Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf,
-};
-use crate::promtext::TEXT_CONTENT_TYPE;
+use badger_api::duration::de_duration;
+use badger_api::plugin::{Batch, BuildError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
+use badger_formats::prometheus::TEXT_CONTENT_TYPE;
 
 pub static SPEC: EmitterSpec = EmitterSpec {
     name: "prometheus",
@@ -72,22 +72,6 @@ fn default_path() -> String {
 
 fn default_expire() -> Duration {
     Duration::from_secs(120)
-}
-
-/// Checks a `prefix` key: empty, or a valid start of a metric name.
-pub fn check_prefix(conf: &PluginConf, prefix: &str) -> Result<(), ConfigError> {
-    if !prefix.is_empty() && expose::metric_name(prefix) != prefix {
-        return Err(conf.error("prefix", format!("\"{prefix}\": use letters, digits and _ (not first a digit)")));
-    }
-    Ok(())
-}
-
-/// Checks an `expire_after` key.
-pub fn check_expire(conf: &PluginConf, d: Duration) -> Result<u64, ConfigError> {
-    if d < Duration::from_secs(1) {
-        return Err(conf.error("expire_after", "must be at least 1s"));
-    }
-    Ok(d.as_secs())
 }
 
 /// What the handler serves: the exposition and its rendering, made when first asked for
@@ -160,10 +144,10 @@ impl Emitter for PrometheusEmitter {
 mod tests {
     use std::path::Path;
 
-    use super::expose::{label_name, metric_name, name_point};
     use super::*;
-    use crate::matcher::Matcher;
-    use crate::point::{HostMeta, Payload, Point, Value};
+    use badger_api::matcher::Matcher;
+    use badger_api::point::{HostMeta, Payload, Point, Value};
+    use badger_formats::prometheus::{label_name, metric_name, name_point};
 
     fn conf(text: &str) -> PluginConf {
         PluginConf::from_text("prometheus", Path::new("conf.d/prometheus.conf"), text)
@@ -172,7 +156,7 @@ mod tests {
     #[test]
     fn names_follow_prometheus_rules() {
         let n = |p: Point| name_point("", &p).map(|n| (n.family, n.kind, n.value));
-        use crate::promtext::Kind;
+        use badger_formats::prometheus::Kind;
         assert_eq!(
             n(Point::simple("cpu", "user", "percent", Value::Float(1.5))),
             Some(("cpu_user_percent".into(), Kind::Gauge, 1.5))
@@ -198,7 +182,7 @@ mod tests {
             n(Point::simple("system", "cpu.speed", "MHz", Value::Float(2.5))),
             Some(("system_cpu_speed_hertz".into(), Kind::Gauge, 2.5e6))
         );
-        let sample = crate::promtext::sample_point(Kind::Histogram, "rpc_seconds_bucket", vec![], 3.0);
+        let sample = badger_formats::prometheus::sample_point(Kind::Histogram, "rpc_seconds_bucket", vec![], 3.0);
         assert_eq!(n(sample), Some(("rpc_seconds".into(), Kind::Histogram, 3.0)));
         assert_eq!(metric_name("a.b:c-d/é"), "a_b_c_d__");
         assert_eq!(metric_name("9x"), "_9x");
@@ -249,7 +233,7 @@ mod tests {
             _ => panic!("expected a config error"),
         }
         let ctx = EmitterContext {
-            http: crate::http::HttpRoutes::new(Some("127.0.0.1:0".parse().unwrap()), Path::new("config.json")),
+            http: badger_api::http::HttpRoutes::new(Some("127.0.0.1:0".parse().unwrap()), Path::new("config.json")),
             ..EmitterContext::default()
         };
         assert!(build(&ctx, &conf("{}")).is_ok());

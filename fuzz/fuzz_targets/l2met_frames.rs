@@ -1,4 +1,4 @@
-//! The l2met frame parser on arbitrary bytes (see badger::modules::l2met::fuzzing):
+//! The l2met frame parser on arbitrary bytes (see badger_modules::l2met::fuzzing):
 //! `cargo +nightly fuzz run l2met_frames`; scripts/fuzz.sh runs it for a bounded time.
 
 #![no_main]
@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    badger::modules::l2met::fuzzing::frames(data);
+    badger_modules::l2met::fuzzing::frames(data);
 });

@@ -1,4 +1,4 @@
-//! Fuzzes the Prometheus text parser (`badger::promtext`): any input, in both formats, must
+//! Fuzzes the Prometheus text parser (`badger_formats::prometheus`): any input, in both formats, must
 //! give families or an error, never a panic; and what parses as the 0.0.4 format must be
 //! written back by `write_family` into text that parses again to the same samples.
 //!
@@ -6,7 +6,7 @@
 //! (scripts/test.sh does, when a nightly toolchain is installed).
 #![no_main]
 
-use badger::promtext::{parse, parse_bytes, to_text, write_family, Family, Format};
+use badger_formats::prometheus::{parse, parse_bytes, to_text, write_family, Family, Format};
 use libfuzzer_sys::fuzz_target;
 
 fn samples(families: &[Family]) -> Vec<(String, Vec<(String, String)>, u64, Option<i64>)> {

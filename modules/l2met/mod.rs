@@ -100,6 +100,7 @@
 //! | `max_buckets` | `10000` | open buckets at most; values that would open more are dropped and counted |
 //! | `max_values` | `10000` | values a measurement keeps for its percentiles (at least 1) |
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod net;
 pub mod parse;
@@ -120,10 +121,10 @@ use std::time::{Duration, Instant};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::matcher::NameList;
-use crate::plugin::{BuildError, CollectError, ConfigError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::rate::Rate;
+use badger_api::matcher::NameList;
+use badger_api::plugin::{BuildError, CollectError, ConfigError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_api::rate::Rate;
 
 pub use store::{Limits, Options, Series, Stats, Store};
 

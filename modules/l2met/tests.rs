@@ -12,7 +12,7 @@ use std::path::Path;
 use super::parse::{parse_rfc3339, Kind};
 use super::store::{delay, measure_stats, MeasureStats};
 use super::*;
-use crate::fixture;
+use badger_test_support::fixture;
 
 /// `2013-07-22T00:06:30Z` as epoch milliseconds (the reference's "now").
 fn ms(rfc3339: &str) -> i64 {
@@ -687,7 +687,7 @@ fn tailing_files_rotation_truncation_and_restart() {
 /// at random (bytes changed, inserted, removed, frames spliced), with a fixed seed.
 #[test]
 fn randomised_frames_never_panic() {
-    let seeds: Vec<Vec<u8>> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/l2met_frames"))
+    let seeds: Vec<Vec<u8>> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/l2met_frames"))
         .expect("fuzz seeds")
         .map(|e| std::fs::read(e.expect("entry").path()).expect("seed"))
         .collect();

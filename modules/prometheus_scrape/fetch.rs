@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::promtext::{self, Family, Format};
+use badger_formats::prometheus::{self, Family, Format};
 
 /// What the `/v1` API asks for: OpenMetrics first (promfetcher's Accept for /v1).
 pub const ACCEPT_V1: &str = "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -117,8 +117,8 @@ pub fn fetch(agent: &ureq::Agent, url: &str, req: &Request<'_>) -> Result<Vec<Fa
         .limit(MAX_BODY)
         .read_to_vec()
         .map_err(|e| FetchError::Failed(format!("reading the body of {url}: {e}")))?;
-    let families = promtext::parse_bytes(&body, format).map_err(|e| FetchError::Failed(e.to_string()))?;
-    Ok(promtext::to_text(families))
+    let families = prometheus::parse_bytes(&body, format).map_err(|e| FetchError::Failed(e.to_string()))?;
+    Ok(prometheus::to_text(families))
 }
 
 /// Runs `job(i)` for every `i < n` on at most `concurrency` threads; results in order.

@@ -66,10 +66,11 @@ use serde::Deserialize;
 
 use fetch::{FetchError, Instance};
 
-use crate::http::text;
-use crate::plugin::{de_duration, BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use crate::point::{Point, Value};
-use crate::promtext::{self, Family, Kind, Sample};
+use badger_api::duration::de_duration;
+use badger_api::http::text;
+use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
+use badger_api::point::{Point, Value};
+use badger_formats::prometheus::{self, Family, Kind, Sample};
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "prometheus_scrape",
@@ -267,8 +268,8 @@ impl Inner {
                     for f in families {
                         for s in f.samples {
                             let mut labels = s.labels;
-                            promtext::set_labels(&mut labels, &job.set);
-                            points.push(promtext::sample_point(f.kind, &s.name, labels, s.value));
+                            prometheus::set_labels(&mut labels, &job.set);
+                            points.push(prometheus::sample_point(f.kind, &s.name, labels, s.value));
                         }
                     }
                 }
@@ -450,7 +451,7 @@ fn app_metrics(inner: &Inner, version: u8, rest: &str, q: &HashMap<String, Strin
                         }
                     };
                     for mut s in f.samples {
-                        promtext::set_labels(&mut s.labels, &set);
+                        prometheus::set_labels(&mut s.labels, &set);
                         merged[at].samples.push(s);
                     }
                 }
@@ -472,7 +473,7 @@ fn app_metrics(inner: &Inner, version: u8, rest: &str, q: &HashMap<String, Strin
     }
     let mut body = String::new();
     for f in &merged {
-        promtext::write_family(&mut body, f);
+        prometheus::write_family(&mut body, f);
         body.push('\n');
     }
     let mut r = Response::new(axum::body::Body::from(body));

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use badger::pulse::embedded::{Embedded, Options};
-use badger::pulse::store::{Backend, SeriesKey};
-use badger::pulse_proto::{Collector, Relay};
+use badger_formats::pulse::{Collector, Relay};
+use badger_pulse::embedded::{Embedded, Options};
+use badger_pulse::store::{Backend, SeriesKey};
 
 use super::{request, Client, Server, Store};
 

@@ -1,0 +1,3 @@
+//! Helpers shared by badger's tests (a dev-dependency only, never in the binary).
+
+pub mod fixture;
