@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use badger_api::duration::Seconds;
 use badger_api::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
 use badger_api::point::HostMeta;
 use badger_formats::pulse::{clean_name, clean_tag, Collector, Relay, RelayOptions};
@@ -43,7 +44,7 @@ struct Config {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
-    stale_after: Option<String>,
+    stale_after: Option<Seconds>,
 }
 
 fn default_address() -> String {
@@ -70,9 +71,7 @@ impl Settings {
         let id = if id.trim().is_empty() { "badger".to_string() } else { clean_tag(id.trim()) };
         let stale_after = match c.stale_after {
             None => Duration::from_secs(120),
-            Some(s) => humantime::parse_duration(s.trim())
-                .or_else(|_| s.trim().parse::<u64>().map(Duration::from_secs))
-                .map_err(|_| conf.error("stale_after", format!("{s:?} is not a duration such as \"2m\"")))?,
+            Some(Seconds(d)) => d,
         };
         if stale_after < Duration::from_secs(1) {
             return Err(conf.error("stale_after", "must be at least 1s"));

@@ -22,7 +22,7 @@
 //! | `timeout` | `"10s"` | longest push (a number of seconds or a string like `"500ms"`; at most `"60s"`) |
 //! | `prefix` | `""` | put before every name of a badger stat, as in the `prometheus` emitter |
 //! | `expire_after` | `"2m"` | a series not updated for this long is no longer pushed |
-//! | `interval` | `0` | seconds between pushes; every payload since the last push is applied first |
+//! | `interval` | `0`; `10` in the shipped `conf.d/pushgateway.conf` | seconds between pushes; every payload since the last push is applied first |
 //! | `blacklist` | `[]` | stats left out of this emitter's pushes (names or globs) |
 
 use std::collections::BTreeMap;

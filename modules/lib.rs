@@ -31,3 +31,6 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &internal::SPEC,
     &l2met::SPEC,
 ];
+
+#[cfg(test)]
+mod golden;

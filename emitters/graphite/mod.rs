@@ -53,14 +53,7 @@
 //! | `udp_max_bytes` | `1400` | udp: bytes per datagram at most (64 to 65507) |
 //! | `interval` | `0` | seconds between writes; every payload since the last write is sent |
 //! | `blacklist` | `[]` | stats left out of this emitter's output (names or globs) |
-//! | `buffer_bytes` | `"32MiB"` | bytes of records kept in memory at most (at least 1KiB) |
-//! | `when_full` | `"drop_oldest"` | when the buffer or the spool is full: `"drop_oldest"` drops the oldest records, `"drop_newest"` refuses new ones; drops are counted and logged |
-//! | `retry_initial` | `"1s"` | wait after a failed send; doubled on every further failure |
-//! | `retry_max` | `"60s"` | longest wait between retries (at most a day) |
-//! | `max_batch_bytes` | `"1MiB"` | bytes sent in one request at most; a bigger record is sent alone (at least 1KiB) |
-//! | `send_budget` | `"2s"` | how long one round of sending may go on before the emitter turns to new data |
-//! | `spool_dir` | none | directory for the disk spool (relative to the config file's directory); without it, what is unsent at shutdown is lost |
-//! | `spool_max_bytes` | `"256MiB"` | bytes the spool may hold on disk (at least 64KiB) |
+//! | *buffering* | | the outbox keys every network emitter shares (`buffer_bytes`, `when_full`, `retry_initial`, `retry_max`, `max_batch_bytes`, `send_budget`, `spool_dir`, `spool_max_bytes`): see the buffering table below |
 
 use badger_formats::graphite as encode;
 pub mod transport;

@@ -61,14 +61,7 @@
 //! | `properties` | `{}` | more librdkafka producer properties, e.g. `{"linger.ms": 50, "enable.idempotence": true, "message.max.bytes": 2000000}`; values are strings, numbers or booleans; the properties of the keys above cannot be set here |
 //! | `interval` | `0` | seconds between sends; every payload since the last send is sent |
 //! | `blacklist` | `[]` | stats left out of this emitter's messages (names or globs) |
-//! | `buffer_bytes` | `"32MiB"` | bytes of messages kept in memory at most (at least 1KiB) |
-//! | `when_full` | `"drop_oldest"` | when the buffer or the spool is full: `"drop_oldest"` drops the oldest messages, `"drop_newest"` refuses new ones; drops are counted and logged |
-//! | `retry_initial` | `"1s"` | wait after a failed send; doubled on every further failure |
-//! | `retry_max` | `"60s"` | longest wait between retries (at most a day) |
-//! | `max_batch_bytes` | `"1MiB"` | bytes of messages produced in one send at most; a bigger message is sent alone (at least 1KiB) |
-//! | `send_budget` | `"2s"` | how long one round of sending may go on before the emitter turns to new data |
-//! | `spool_dir` | none | directory for the disk spool (relative to the config file's directory); without it, what is unsent at shutdown is lost |
-//! | `spool_max_bytes` | `"256MiB"` | bytes the spool may hold on disk (at least 64KiB) |
+//! | *buffering* | | the outbox keys every network emitter shares (`buffer_bytes`, `when_full`, `retry_initial`, `retry_max`, `max_batch_bytes`, `send_budget`, `spool_dir`, `spool_max_bytes`): see the buffering table below |
 
 mod encode;
 #[cfg(test)]
@@ -88,9 +81,10 @@ use serde::Deserialize;
 
 pub use encode::{Format, Record};
 
+use badger_api::duration::Seconds;
 use badger_api::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf};
 use badger_api::throttle::LogThrottle;
-use badger_outbox::{parse_duration, Outbox, OutboxConfig, OutboxStats, SendError, Transport, OUTBOX_KEYS};
+use badger_outbox::{Outbox, OutboxConfig, OutboxStats, SendError, Transport, OUTBOX_KEYS};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
     name: "kafka",
@@ -158,7 +152,7 @@ struct Config {
 #[derive(Deserialize, Default)]
 struct Shared {
     #[serde(default)]
-    timeout: Option<TimeoutKey>,
+    timeout: Option<Seconds>,
 }
 
 /// `"a:1,b:2"` or `["a:1", "b:2"]`.
@@ -282,26 +276,6 @@ impl<'de> Deserialize<'de> for PropertyValue {
             other => Err(serde::de::Error::custom(format!(
                 "{other} is not a property value: use a string, a number or a boolean"
             ))),
-        }
-    }
-}
-
-/// A duration: a number of seconds or a string like `"500ms"`.
-struct TimeoutKey(Duration);
-
-impl<'de> Deserialize<'de> for TimeoutKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Number(n) => n
-                .as_f64()
-                .and_then(|f| Duration::try_from_secs_f64(f).ok())
-                .map(TimeoutKey)
-                .ok_or_else(|| D::Error::custom(format!("{n} is not a number of seconds"))),
-            serde_json::Value::String(s) => parse_duration(&s).map(TimeoutKey).map_err(D::Error::custom),
-            other => {
-                Err(D::Error::custom(format!("{other} is not a duration: use seconds or a string like \"500ms\"")))
-            }
         }
     }
 }

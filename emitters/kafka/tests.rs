@@ -393,7 +393,7 @@ fn the_shipped_conf_file_holds_the_defaults() {
     assert_eq!(OutboxConfig::from_conf(&shipped).expect("outbox"), OutboxConfig::default());
     let keys: serde_json::Value = serde_json::from_str(&shipped.text).expect("JSON");
     let doc = include_str!("mod.rs");
-    for key in keys.as_object().expect("an object").keys() {
+    for key in keys.as_object().expect("an object").keys().filter(|k| !OUTBOX_KEYS.contains(&k.as_str())) {
         assert!(doc.contains(&format!("//! | `{key}` |")), "{key} is in the doc table");
     }
     for key in OUTBOX_KEYS {

@@ -111,14 +111,13 @@ pub mod tail;
 mod tests;
 
 use std::borrow::Cow;
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::{self, Deserializer, Visitor};
+use badger_api::duration::Seconds;
 use serde::Deserialize;
 
 use badger_api::matcher::NameList;
@@ -151,42 +150,11 @@ fn default_resolution() -> u32 {
 fn default_deadline() -> u32 {
     2
 }
-fn default_flush_delay() -> FlushDelay {
-    FlushDelay(Duration::from_secs(1))
+fn default_flush_delay() -> Seconds {
+    Seconds(Duration::from_secs(1))
 }
 fn default_max() -> usize {
     10_000
-}
-
-/// A duration: seconds as a number, or a humantime string (`"500ms"`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct FlushDelay(Duration);
-
-impl<'de> Deserialize<'de> for FlushDelay {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = FlushDelay;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("seconds as a number, or a string like \"500ms\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FlushDelay, E> {
-                Ok(FlushDelay(Duration::from_secs(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FlushDelay, E> {
-                u64::try_from(v)
-                    .map(|v| FlushDelay(Duration::from_secs(v)))
-                    .map_err(|_| E::custom("must not be negative"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<FlushDelay, E> {
-                Duration::try_from_secs_f64(v).map(FlushDelay).map_err(|_| E::custom("must be a non-negative number"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<FlushDelay, E> {
-                humantime::parse_duration(v.trim()).map(FlushDelay).map_err(|e| E::custom(format!("\"{v}\": {e}")))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 #[derive(Deserialize)]
@@ -215,7 +183,7 @@ struct Config {
     #[serde(default = "default_deadline")]
     deadline: u32,
     #[serde(default = "default_flush_delay")]
-    flush_delay: FlushDelay,
+    flush_delay: Seconds,
     #[serde(default = "default_max")]
     max_buckets: usize,
     #[serde(default = "default_max")]

@@ -175,7 +175,6 @@ fn size_from_f64(f: f64) -> Option<u64> {
 }
 
 use badger_api::duration::de_duration;
-pub use badger_api::duration::parse_duration;
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     struct SizeVisitor;

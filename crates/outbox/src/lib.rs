@@ -91,7 +91,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use config::{parse_duration, parse_size, OutboxConfig, WhenFull, OUTBOX_KEYS};
+pub use config::{parse_size, OutboxConfig, WhenFull, OUTBOX_KEYS};
 use spool::{Opened, Pos, Spool};
 
 use badger_api::plugin::BuildError;

@@ -3,6 +3,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+
+use badger_api::duration::parse_duration;
 use std::time::{Duration, Instant};
 
 use super::*;

@@ -1,3 +1,4 @@
 //! Helpers shared by badger's tests (a dev-dependency only, never in the binary).
 
 pub mod fixture;
+pub mod process;

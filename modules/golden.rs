@@ -1,0 +1,77 @@
+//! The exact points every /proc and /sys module gives on every fixture tree, kept in
+//! `tests/fixtures/<tree>/golden/<module>.txt` (like node_exporter's end-to-end fixture
+//! output): a renamed stat, a changed unit or value shows up as a diff in review.
+//! Regenerate with `BADGER_BLESS=1 cargo test -p badger-modules golden`.
+//!
+//! Each file holds the first collection (on `t0`) and the second one second later (on `t1`),
+//! one point a line: `name value units measurement.field tag=value…`.
+
+use std::fmt::Write;
+
+use badger_api::point::{Point, Value};
+use badger_test_support::fixture::{self, FixtureRoot};
+
+/// Each module with the config it runs under for the golden output.
+const MODULES: &[(&str, &str)] = &[
+    ("cpu", r#"{"per_core": true}"#),
+    ("load", "{}"),
+    ("disk", "{}"),
+    ("network", "{}"),
+    ("memory", "{}"),
+    ("system", "{}"),
+    ("process_stats", r#"{"processes": [{"name": "all", "pattern": "."}]}"#),
+];
+
+fn line(out: &mut String, p: &Point) {
+    let value = match p.value {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+    };
+    let _ = write!(out, "{} {value} {:?} {}.{}", p.name, p.units, p.measurement, p.field);
+    for (k, v) in &p.tags {
+        let _ = write!(out, " {k}={v}");
+    }
+    out.push('\n');
+}
+
+fn golden(tree: &str, module: &str, config: &str) -> String {
+    let spec = crate::REGISTRY.iter().find(|s| s.name == module).expect("module in the registry");
+    let root = FixtureRoot::new(tree);
+    let mut m = fixture::build(spec, &root.ctx(), config);
+    let mut out = format!("# {module} on {tree} with {config}\n# t0\n");
+    for p in fixture::collect(m.as_mut(), 0.0) {
+        line(&mut out, &p);
+    }
+    root.advance();
+    out.push_str("# t1 (one second later)\n");
+    for p in fixture::collect(m.as_mut(), 1.0) {
+        line(&mut out, &p);
+    }
+    out
+}
+
+#[test]
+fn golden_output_per_fixture_tree() {
+    let bless = std::env::var_os("BADGER_BLESS").is_some();
+    let mut stale = Vec::new();
+    for tree in fixture::TREES {
+        let dir = fixture::fixture_dir(tree).join("golden");
+        for (module, config) in MODULES {
+            let got = golden(tree, module, config);
+            let path = dir.join(format!("{module}.txt"));
+            if std::fs::read_to_string(&path).ok().as_deref() == Some(got.as_str()) {
+                continue;
+            }
+            if bless {
+                std::fs::create_dir_all(&dir).expect("mkdir golden");
+                std::fs::write(&path, got).expect("write golden");
+            } else {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "golden output differs: {stale:?}\nreview, then BADGER_BLESS=1 cargo test -p badger-modules golden"
+    );
+}
