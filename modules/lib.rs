@@ -16,7 +16,8 @@ pub mod prometheus_scrape;
 pub mod pushgateway_receiver;
 pub mod system;
 
-/// Every built-in module, in the order `--check` lists them.
+/// Every built-in module, in the order an unknown-name error lists them ("known: …") and the
+/// generated reference shows them.
 pub static REGISTRY: &[&ModuleSpec] = &[
     &cpu::SPEC,
     &load::SPEC,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (README "Run the tests"): installs what the tests need on a fresh
+# The one test command (README "Set up"): installs what the tests need on a fresh
 # Debian 12 machine with Rust, then checks formatting and lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."

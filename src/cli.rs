@@ -22,7 +22,8 @@ pub struct Cli {
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Collect, wait one second so rates exist, print one payload as stdout_pretty, exit 0.
+    /// Collect, wait one second so rates exist, print one payload as stdout_pretty, exit 0
+    /// (1 when the payload could not be written before the shutdown deadline).
     #[arg(long, conflicts_with_all = ["once", "check"])]
     pub test: bool,
 

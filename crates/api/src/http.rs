@@ -1,7 +1,7 @@
 //! The plugin API of the agent's HTTP listener (`core.http_listen`).
 //!
 //! A module or emitter that serves HTTP (the `prometheus` emitter's `/metrics`, the
-//! `prometheus` module's `/v1/apps/…`, the `pushgateway_receiver`'s `/metrics/job/…`)
+//! `prometheus_scrape` module's `/v1/apps/…`, the `pushgateway_receiver`'s `/metrics/job/…`)
 //! registers its routes with [`HttpRoutes::add`] while it is built. The core starts one
 //! listener for every registered route, swaps the routes in place on reload, and never knows
 //! which plugin serves what. A plugin that needs a route while `core.http_listen` is not set

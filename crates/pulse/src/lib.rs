@@ -3,8 +3,10 @@
 //! Relays (the `pulse` emitter, or any program speaking the protocol) connect over TCP
 //! ([`tcp`]); the server polls them and stores what they answer in the embedded store
 //! ([`embedded`]) or InfluxDB ([`influx`]). The HTTP API ([`http`]) reads it back; alerts
-//! ([`alerts`]) are evaluated on it. The tokio runtime exists only here: the agent never
-//! starts it.
+//! ([`alerts`]) are evaluated on it. The server runs two tokio runtimes of its own: one
+//! (2 workers) for the relay connections, polling and the store, one (1 worker) for the HTTP
+//! API. The agent's HTTP listener and the l2met module have their own current-thread
+//! runtimes (see `docs/ARCHITECTURE.md`, "Threads and async").
 
 pub mod alerts;
 pub mod config;
