@@ -624,11 +624,12 @@ pub mod __rt {
     }
 }
 
-/// Exports `$ty` (a [`Module`]) as this library's module: defines the ABI's `extern "C"`
-/// functions, each of which catches panics.
+/// The ABI functions every plugin library exports (its ABI version, and freeing buffers it
+/// handed out); used by [`badger_module!`] and [`badger_emitter!`].
+#[doc(hidden)]
 #[macro_export]
-macro_rules! badger_module {
-    ($ty:ty) => {
+macro_rules! __badger_plugin_common {
+    () => {
         /// The ABI version this plugin was built for.
         #[unsafe(no_mangle)]
         pub extern "C" fn badger_plugin_abi_version() -> u32 {
@@ -643,6 +644,15 @@ macro_rules! badger_module {
         pub unsafe extern "C" fn badger_plugin_free(ptr: *mut u8, len: usize) {
             unsafe { $crate::__rt::free(ptr, len) }
         }
+    };
+}
+
+/// Exports `$ty` (a [`Module`]) as this library's module: defines the ABI's `extern "C"`
+/// functions, each of which catches panics.
+#[macro_export]
+macro_rules! badger_module {
+    ($ty:ty) => {
+        $crate::__badger_plugin_common!();
 
         /// Builds the module from its config JSON.
         ///
@@ -686,20 +696,7 @@ macro_rules! badger_module {
 #[macro_export]
 macro_rules! badger_emitter {
     ($ty:ty) => {
-        /// The ABI version this plugin was built for.
-        #[unsafe(no_mangle)]
-        pub extern "C" fn badger_plugin_abi_version() -> u32 {
-            $crate::ABI_VERSION
-        }
-
-        /// Frees a buffer this plugin handed out.
-        ///
-        /// # Safety
-        /// Only with a buffer from this plugin, once.
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn badger_plugin_free(ptr: *mut u8, len: usize) {
-            unsafe { $crate::__rt::free(ptr, len) }
-        }
+        $crate::__badger_plugin_common!();
 
         /// Builds the emitter from its config JSON.
         ///
