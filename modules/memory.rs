@@ -238,6 +238,7 @@ impl Module for Memory {
                 measurement: Cow::Borrowed("mem"),
                 field,
                 tags: Vec::new(),
+                kind: Default::default(),
             });
         }
         if out.len() == start {

@@ -355,6 +355,7 @@ impl Module for Receiver {
                 measurement: Cow::Borrowed("push_time_seconds"),
                 field: Cow::Borrowed("gauge"),
                 tags: push.grouping.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect(),
+                kind: Default::default(),
             });
         }
         Ok(())

@@ -165,6 +165,7 @@ mod tests {
                     (Cow::Borrowed("slash"), "a\\".into()),
                     (Cow::Borrowed("only"), "\\\\".into()),
                 ],
+                kind: Default::default(),
             },
             Point::simple("m", "nan", "", Value::Float(f64::NAN)),
             Point::simple("m", "inf", "", Value::Float(f64::INFINITY)),

@@ -424,6 +424,7 @@ pub fn push_points(s: &Series, out: &mut Vec<Point>) {
             measurement: Cow::Borrowed("l2met"),
             field: Cow::Owned(field),
             tags,
+            kind: Default::default(),
         }
     };
     match s.stats {

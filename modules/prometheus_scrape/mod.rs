@@ -289,6 +289,7 @@ impl Inner {
                         measurement: Cow::Borrowed("prometheus"),
                         field: Cow::Borrowed("scrape_error"),
                         tags,
+                        kind: Default::default(),
                     });
                 }
             }
@@ -312,6 +313,7 @@ impl Inner {
                     measurement: Cow::Borrowed("prometheus"),
                     field: Cow::Borrowed(field),
                     tags: labels.iter().map(|(k, v)| (Cow::Owned(k.clone()), v.clone())).collect(),
+                    kind: Default::default(),
                 });
             }
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub use crate::config::{ConfigError, PluginConf, COMMON_KEYS};
 use crate::http::HttpRoutes;
 use crate::matcher::Matcher;
-use crate::point::{HostMeta, Payload, Point};
+use crate::point::{HostMeta, Kind, Payload, Point};
 use crate::telemetry::Telemetry;
 
 /// The registry kind of exec plugins. A listed name that is not in the registry and whose
@@ -132,7 +132,15 @@ impl<'a> PayloadView<'a> {
     pub fn timestamp(&self) -> i64 {
         self.payload.timestamp
     }
+    /// The Stat Badger stats (gauges and rates) the blacklist lets through; counters are left
+    /// out, so an emitter that prints Stat Badger's stats is unchanged by them.
     pub fn points(&self) -> impl Iterator<Item = &'a Point> + 'a {
+        let blacklist = self.blacklist;
+        self.payload.points.iter().filter(move |p| p.kind == Kind::Gauge && !blacklist.matches(&p.name))
+    }
+
+    /// Every point the blacklist lets through, cumulative counters too (exposition formats).
+    pub fn all_points(&self) -> impl Iterator<Item = &'a Point> + 'a {
         let blacklist = self.blacklist;
         self.payload.points.iter().filter(move |p| !blacklist.matches(&p.name))
     }

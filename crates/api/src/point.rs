@@ -48,6 +48,20 @@ impl From<f64> for Value {
     }
 }
 
+/// What a point's value means over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// A value at the read instant, or a per-second rate over the last interval: Stat
+    /// Badger's stats, what every module has always given.
+    #[default]
+    Gauge,
+    /// A cumulative count since an origin (boot, a process start), monotonic but for resets:
+    /// the raw counter behind a rate (`node_cpu_seconds_total`, OTLP sums). Emitters that print
+    /// Stat Badger's stats never see these ([`crate::plugin::PayloadView::points`] leaves them
+    /// out); exposition formats read them with [`crate::plugin::PayloadView::all_points`].
+    Counter,
+}
+
 /// Text that is usually a compile-time constant but may be built at run time (plugins).
 pub type Text = Cow<'static, str>;
 
@@ -65,6 +79,8 @@ pub struct Point {
     pub field: Text,
     /// Structured name: tags (`device` = `sda`), in a fixed order.
     pub tags: Vec<(Text, String)>,
+    /// A gauge (or rate), or a cumulative counter.
+    pub kind: Kind,
 }
 
 impl Point {
@@ -81,6 +97,7 @@ impl Point {
             measurement: Cow::Borrowed(measurement),
             field: Cow::Borrowed(field),
             tags: Vec::new(),
+            kind: Kind::Gauge,
         }
     }
 
@@ -106,7 +123,14 @@ impl Point {
             measurement: Cow::Borrowed(measurement),
             field: Cow::Borrowed(field),
             tags: vec![(Cow::Borrowed(tag), device.to_string())],
+            kind: Kind::Gauge,
         }
+    }
+
+    /// Marks the point as a cumulative counter.
+    pub fn counter(mut self) -> Point {
+        self.kind = Kind::Counter;
+        self
     }
 
     /// Adds a tag after construction (e.g. `fstype` on a filesystem point).

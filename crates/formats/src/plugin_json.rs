@@ -77,6 +77,7 @@ fn point(name: &str, v: &serde_json::Value) -> Result<Point, String> {
         measurement: Cow::Owned(default_measurement.to_string()),
         field: Cow::Owned(default_field.to_string()),
         tags: Vec::new(),
+        kind: Default::default(),
     };
     let inner = match v {
         serde_json::Value::Number(_) => {

@@ -190,6 +190,7 @@ pub fn sample_point(kind: Kind, name: &str, labels: Vec<(String, String)>, value
         measurement: Cow::Owned(name.to_string()),
         field: Cow::Borrowed(kind.field()),
         tags: labels.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect(),
+        kind: Default::default(),
     }
 }
 
