@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::config::{Config, PluginEntry, Registries};
+use crate::config::{Config, PluginEntry, Registries, Source};
 use crate::httpd::{build_router, HttpServer};
 use badger_api::http::{HttpRoutes, Route};
 use badger_api::matcher::Matcher;
@@ -27,7 +27,7 @@ use badger_api::plugin::{
     Batch, BuildError, ConfigError, Emitter, EmitterContext, EmitterSpec, Module, ModuleContext, PluginConf,
 };
 use badger_api::point::{HostMeta, Payload, Point, Value};
-use badger_api::telemetry::{Group, Source, Telemetry};
+use badger_api::telemetry::{self, Group, Telemetry};
 pub use badger_api::throttle::LogThrottle;
 
 const WORKER_STACK: usize = 256 * 1024;
@@ -69,7 +69,7 @@ fn int(c: &AtomicU64) -> Value {
     Value::Int(i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
 }
 
-impl Source for ModuleStats {
+impl telemetry::Source for ModuleStats {
     fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
         f("runs", int(&self.runs));
         f("errors", int(&self.errors));
@@ -80,7 +80,7 @@ impl Source for ModuleStats {
     }
 }
 
-impl Source for EmitterStats {
+impl telemetry::Source for EmitterStats {
     fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
         f("batches", int(&self.batches));
         f("payloads", int(&self.payloads));
@@ -89,7 +89,7 @@ impl Source for EmitterStats {
     }
 }
 
-impl Source for TickStats {
+impl telemetry::Source for TickStats {
     fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
         f("ticks", int(&self.ticks));
         f("ticks_skipped", int(&self.skipped));
@@ -159,10 +159,13 @@ pub fn plan(config: Config, reg: &Registries, running: &Running) -> Result<Plan,
         } else {
             let mctx =
                 ModuleContext { roots: roots.clone(), timeout, http: http.clone(), telemetry: telemetry.clone() };
-            let result = match &entry.library {
-                Some(lib) => crate::loader::build_module(lib, &mctx, &entry.conf),
-                None => {
-                    let spec = reg.module(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
+            let result = match &entry.source {
+                Source::Library(lib) => crate::loader::build_module(lib, &mctx, &entry.conf),
+                source => {
+                    let spec = source
+                        .registry_name()
+                        .and_then(|kind| reg.module(kind))
+                        .ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
                     (spec.build)(&mctx, &entry.conf)
                 }
             };
@@ -185,11 +188,13 @@ pub fn plan(config: Config, reg: &Registries, running: &Running) -> Result<Plan,
             Planned::Keep
         } else {
             let ectx = EmitterContext { meta: meta_arc.clone(), http: http.clone(), telemetry: telemetry.clone() };
-            let result = match &entry.library {
-                Some(lib) => crate::loader::build_emitter(lib, &entry.conf),
-                None => {
-                    let spec =
-                        reg.emitter(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not an emitter"))?;
+            let result = match &entry.source {
+                Source::Library(lib) => crate::loader::build_emitter(lib, &entry.conf),
+                source => {
+                    let spec = source
+                        .registry_name()
+                        .and_then(|kind| reg.emitter(kind))
+                        .ok_or_else(|| entry.conf.error(&entry.name, "not an emitter"))?;
                     (spec.build)(&ectx, &entry.conf)
                 }
             };
@@ -219,8 +224,7 @@ pub fn default_emitter(spec: &EmitterSpec, meta: &HostMeta) -> Result<(PluginEnt
     let e = (spec.build)(&EmitterContext { meta: Arc::new(meta.clone()), ..EmitterContext::default() }, &conf)?;
     let entry = PluginEntry {
         name: spec.name.into(),
-        kind: spec.name,
-        library: None,
+        source: Source::Builtin(spec.name),
         interval: 0,
         blacklist: Matcher::default(),
         timeout: None,
@@ -396,7 +400,7 @@ impl Agent {
             routes: HashMap::new(),
             http: None,
         };
-        let tick: Arc<dyn Source> = agent.tick_stats.clone();
+        let tick: Arc<dyn telemetry::Source> = agent.tick_stats.clone();
         agent.telemetry.publish(Group::Tick, "", &tick);
         agent.apply(plan);
         agent
@@ -533,7 +537,7 @@ impl Agent {
         let results = self.results.clone();
         let blacklist = entry.blacklist.clone();
         let name = entry.name.clone();
-        let source: Arc<dyn Source> = stats.clone();
+        let source: Arc<dyn telemetry::Source> = stats.clone();
         self.telemetry.publish(Group::Module, &name, &source);
         let (b, s) = (busy.clone(), stats.clone());
         let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
@@ -579,7 +583,7 @@ impl Agent {
         let (tx, rx) = bounded::<Arc<Payload>>(self.queue_size);
         let (done_tx, done) = bounded::<()>(1);
         let stats = Arc::new(EmitterStats::default());
-        let source: Arc<dyn Source> = stats.clone();
+        let source: Arc<dyn telemetry::Source> = stats.clone();
         self.telemetry.publish(Group::Emitter, &entry.name, &source);
         let worker_rx = rx.clone();
         let blacklist = entry.blacklist.clone();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::agent::{default_emitter, plan, Agent, LogThrottle, Plan, Planned, Running};
-use crate::config::{Config, LoadError, Registries};
+use crate::config::{Config, LoadError, Registries, Source};
 use badger_api::plugin::EmitterSpec;
 
 /// Exit code for a bad config or bad usage.
@@ -245,10 +245,10 @@ pub fn check(path: &Path, reg: &Registries) -> i32 {
         let conf =
             if e.conf.file.exists() { e.conf.file.display().to_string() } else { "(defaults; no conf file)".into() };
         let every = if e.interval <= 1 { "every tick".to_string() } else { format!("every {}s", e.interval) };
-        let alias = match &e.library {
-            Some(lib) => format!(" (= {})", lib.display()),
-            None if e.name != e.kind => format!(" (= {})", e.kind),
-            None => String::new(),
+        let alias = match (&e.source, e.source.registry_name()) {
+            (Source::Library(lib), _) => format!(" (= {})", lib.display()),
+            (_, Some(kind)) if e.name != kind => format!(" (= {kind})"),
+            _ => String::new(),
         };
         println!("  {kind} {}{alias}: {every}, {conf}: {status}", e.name);
     };
