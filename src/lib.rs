@@ -9,4 +9,6 @@ pub mod config;
 pub mod hostmeta;
 pub mod httpd;
 pub mod loader;
+pub mod plan;
 pub mod scheduler;
+pub mod workers;

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::agent::{default_emitter, plan, Agent, LogThrottle, Plan, Planned, Running};
+use crate::agent::{Agent, LogThrottle};
 use crate::config::{Config, LoadError, Registries, Source};
+use crate::plan::{default_emitter, plan, Plan, Planned, Running};
 use badger_api::plugin::EmitterSpec;
 
 /// Exit code for a bad config or bad usage.
@@ -161,8 +162,8 @@ fn reload(agent: &mut Agent, path: &Path, reg: &Registries, log_override: Option
             if let Err(e) = badger_api::logging::configure(&plan.config.core.log, log_override) {
                 log::error!("reload: cannot open the new log file ({e}); logging stays as it was");
             }
-            let kept = plan.modules.iter().filter(|m| matches!(m.2, Planned::Keep)).count()
-                + plan.emitters.iter().filter(|e| matches!(e.2, Planned::Keep)).count();
+            let kept =
+                plan.modules.iter().filter(|m| m.kept()).count() + plan.emitters.iter().filter(|e| e.kept()).count();
             agent.apply(plan);
             let (m, e) = agent.names();
             log::info!(
@@ -191,7 +192,7 @@ pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilte
     };
     if let Probe::Test(spec) = how {
         match default_emitter(spec, &plan.meta) {
-            Ok((entry, e)) => plan.emitters = vec![(entry, String::new(), Planned::Built(e))],
+            Ok(e) => plan.emitters = vec![e],
             Err(e) => {
                 eprintln!("badger: {e}");
                 return 1;
@@ -252,11 +253,11 @@ pub fn check(path: &Path, reg: &Registries) -> i32 {
         };
         println!("  {kind} {}{alias}: {every}, {conf}: {status}", e.name);
     };
-    for (e, _, p) in &plan.modules {
-        line("module", e, status(p));
+    for p in &plan.modules {
+        line("module", &p.entry, status(&p.planned));
     }
-    for (e, _, p) in &plan.emitters {
-        line("emitter", e, status(p));
+    for p in &plan.emitters {
+        line("emitter", &p.entry, status(&p.planned));
     }
     0
 }
