@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
 
+use crate::clock::{Clock, SystemClock};
 use crate::httpd::HttpServer;
 use crate::plan::{Plan, Planned, Running};
 use crate::workers::{spawn_emitter, spawn_module, EmitterWorker, ModuleWorker, ResultBox};
@@ -45,11 +46,18 @@ pub struct Agent {
     /// HTTP routes of the running plugins, by fingerprint.
     routes: HashMap<String, Vec<Route>>,
     http: Option<HttpServer>,
+    /// What collection timeouts are measured on.
+    clock: Arc<dyn Clock>,
 }
 
 impl Agent {
     /// Starts the workers of a plan (every plugin must be `Built` or `Skipped`).
     pub fn start(plan: Plan) -> Agent {
+        Agent::start_with_clock(plan, Arc::new(SystemClock))
+    }
+
+    /// [`Agent::start`] on a given clock (tests run on a [`crate::clock::ManualClock`]).
+    pub fn start_with_clock(plan: Plan, clock: Arc<dyn Clock>) -> Agent {
         let mut agent = Agent {
             meta: Arc::new(plan.meta.clone()),
             modules: Vec::new(),
@@ -64,6 +72,7 @@ impl Agent {
             telemetry: plan.telemetry.clone(),
             routes: HashMap::new(),
             http: None,
+            clock,
         };
         let tick: Arc<dyn telemetry::Source> = agent.tick_stats.clone();
         agent.telemetry.publish(Group::Tick, "", &tick);
@@ -192,7 +201,7 @@ impl Agent {
     /// most its timeout. Returns the payload, or `None` when no module gave a point.
     pub fn collect(&mut self, tick: u64, timestamp: i64, force: bool) -> Option<Arc<Payload>> {
         self.tick_stats.ticks.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = self.clock.now();
         let mut wait_until = started;
         {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,16 +231,12 @@ impl Agent {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
             r.expected = expected;
             while r.arrived < r.expected {
-                let now = Instant::now();
-                if now >= wait_until {
-                    break;
+                let Some(wait) = self.clock.wait_for(wait_until) else { break };
+                let (guard, waited) = self.results.cv.wait_timeout(r, wait).unwrap_or_else(|e| e.into_inner());
+                r = guard;
+                if waited.timed_out() && r.arrived < r.expected {
+                    self.clock.waited(wait_until);
                 }
-                r = self
-                    .results
-                    .cv
-                    .wait_timeout(r, wait_until - now)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
             }
             std::mem::take(&mut r.list)
         };
@@ -245,7 +250,7 @@ impl Agent {
                 log::info!(
                     "module \"{}\" answered again after {:.1}s; its late points were dropped",
                     w.name,
-                    since.elapsed().as_secs_f64() + w.timeout.as_secs_f64()
+                    self.clock.now().saturating_duration_since(since).as_secs_f64() + w.timeout.as_secs_f64()
                 );
             }
             if !current {
@@ -265,7 +270,7 @@ impl Agent {
             if w.pending.take() == Some(tick) {
                 w.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 if w.stuck_since.is_none() {
-                    w.stuck_since = Some(Instant::now());
+                    w.stuck_since = Some(self.clock.now());
                     log::warn!(
                         "module \"{}\" did not answer within {:?}; the tick went out without it, and it is skipped until it answers",
                         w.name,
@@ -298,7 +303,7 @@ impl Agent {
                     // Drop the oldest, keep the newest.
                     let _ = e.rx.try_recv();
                     e.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    if let Some(more) = e.drop_log.allow() {
+                    if let Some(more) = e.drop_log.allow_at(self.clock.now()) {
                         log::warn!(
                             "emitter \"{}\" is behind: its queue is full, dropped the oldest payload ({} more since the last warning, {} in all)",
                             e.name,
