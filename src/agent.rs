@@ -138,6 +138,12 @@ impl Agent {
         self.emitters.iter().map(|e| (e.name.clone(), e.stats.clone())).collect()
     }
 
+    /// Whether no module thread is collecting (tests wait for a late module with it).
+    #[cfg(test)]
+    pub(crate) fn modules_idle(&self) -> bool {
+        self.modules.iter().all(|m| !m.busy.load(Ordering::Acquire))
+    }
+
     /// Switches to a new plan: kept plugins keep running (with their state and buffers),
     /// new ones start, the ones no longer configured stop (emitters flush first).
     pub fn apply(&mut self, plan: Plan) {

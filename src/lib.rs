@@ -13,3 +13,6 @@ pub mod loader;
 pub mod plan;
 pub mod scheduler;
 pub mod workers;
+
+#[cfg(test)]
+mod engine_tests;
