@@ -11,350 +11,22 @@
 //! * Nothing here names a concrete module or emitter: the registries are handed in.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
 
-use crate::config::{Config, PluginEntry, Registries};
-use crate::httpd::{build_router, HttpServer};
-use badger_api::http::{HttpRoutes, Route};
-use badger_api::matcher::Matcher;
-use badger_api::plugin::{
-    Batch, BuildError, ConfigError, Emitter, EmitterContext, EmitterSpec, Module, ModuleContext, PluginConf,
-};
-use badger_api::point::{HostMeta, Payload, Point, Value};
-use badger_api::telemetry::{Group, Source, Telemetry};
+use crate::clock::{Clock, SystemClock};
+use crate::httpd::HttpServer;
+use crate::plan::{Plan, Planned, Running};
+use crate::workers::{spawn_emitter, spawn_module, EmitterWorker, ModuleWorker, ResultBox};
+pub use crate::workers::{EmitterStats, ModuleStats, TickStats};
+use badger_api::http::Route;
+use badger_api::point::{HostMeta, Payload, Point};
+use badger_api::telemetry::{self, Group, Telemetry};
 pub use badger_api::throttle::LogThrottle;
-
-const WORKER_STACK: usize = 256 * 1024;
-/// Emitters encode, compress and talk TLS: more headroom (untouched stack costs no memory).
-const EMITTER_STACK: usize = 1024 * 1024;
-const IDLE_EVERY: Duration = Duration::from_secs(1);
-
-/// Counters of one module.
-#[derive(Debug, Default)]
-pub struct ModuleStats {
-    pub runs: AtomicU64,
-    pub errors: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub skipped: AtomicU64,
-    pub points: AtomicU64,
-    pub last_micros: AtomicU64,
-}
-
-/// Counters of one emitter.
-#[derive(Debug, Default)]
-pub struct EmitterStats {
-    pub batches: AtomicU64,
-    pub payloads: AtomicU64,
-    pub errors: AtomicU64,
-    pub dropped: AtomicU64,
-}
-
-/// Counters of the scheduler.
-#[derive(Debug, Default)]
-pub struct TickStats {
-    pub ticks: AtomicU64,
-    pub skipped: AtomicU64,
-    pub payloads: AtomicU64,
-    /// Points of every payload sent out.
-    pub points: AtomicU64,
-}
-
-fn int(c: &AtomicU64) -> Value {
-    Value::Int(i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
-}
-
-impl Source for ModuleStats {
-    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
-        f("runs", int(&self.runs));
-        f("errors", int(&self.errors));
-        f("timeouts", int(&self.timeouts));
-        f("skipped", int(&self.skipped));
-        f("points", int(&self.points));
-        f("collect_micros", int(&self.last_micros));
-    }
-}
-
-impl Source for EmitterStats {
-    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
-        f("batches", int(&self.batches));
-        f("payloads", int(&self.payloads));
-        f("errors", int(&self.errors));
-        f("dropped", int(&self.dropped));
-    }
-}
-
-impl Source for TickStats {
-    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
-        f("ticks", int(&self.ticks));
-        f("ticks_skipped", int(&self.skipped));
-        f("payloads", int(&self.payloads));
-        f("points", int(&self.points));
-    }
-}
-
-/// What runs now, for [`plan`] on reload: fingerprints of the running plugins, their HTTP
-/// routes, and the telemetry registry they publish to.
-#[derive(Default)]
-pub struct Running {
-    pub fingerprints: Vec<String>,
-    pub routes: HashMap<String, Vec<Route>>,
-    pub telemetry: Telemetry,
-}
-
-/// A plugin that is built (or kept) for a config.
-pub enum Planned<T> {
-    /// Running already with the same settings: keep the running instance.
-    Keep,
-    Built(T),
-    /// Cannot run here; the reason is logged and the rest runs.
-    Skipped(String),
-}
-
-/// A plugin of a plan: its config entry, its fingerprint and what becomes of it.
-pub type PlannedPlugin<T> = (PluginEntry, String, Planned<Box<T>>);
-
-/// What a config turns into before it runs.
-pub struct Plan {
-    pub config: Config,
-    pub meta: HostMeta,
-    pub modules: Vec<PlannedPlugin<dyn Module>>,
-    pub emitters: Vec<PlannedPlugin<dyn Emitter>>,
-    /// HTTP routes by plugin fingerprint (kept plugins keep theirs).
-    pub routes: HashMap<String, Vec<Route>>,
-    /// Every route joined, when `core.http_listen` is set.
-    pub router: Option<axum::Router>,
-    pub telemetry: Telemetry,
-}
-
-/// Builds every plugin of `config` whose fingerprint is not in `running`.
-/// A config error in any plugin fails the whole plan.
-pub fn plan(config: Config, reg: &Registries, running: &Running) -> Result<Plan, ConfigError> {
-    let meta = crate::hostmeta::resolve(&config.core);
-    let listen = config.core.http_listen;
-    let roots = config.core.roots.roots();
-    let meta_arc = Arc::new(meta.clone());
-    let telemetry = running.telemetry.clone();
-    // A plugin built without a listener must be rebuilt when one appears, and the other way.
-    let http_fp = if listen.is_some() { "\u{0}http" } else { "" };
-    let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
-    let mut all_routes: Vec<Route> = Vec::new();
-    let mut keep_routes = |fp: &str, new: Vec<Route>, routes: &mut HashMap<String, Vec<Route>>| {
-        all_routes.extend(new.iter().cloned());
-        routes.insert(fp.to_string(), new);
-    };
-    let mut modules = Vec::new();
-    for entry in &config.modules {
-        let timeout = entry.timeout.unwrap_or(config.core.module_timeout).min(crate::config::MAX_MODULE_TIMEOUT);
-        let fp = format!("{}\u{0}{:?}\u{0}{timeout:?}{http_fp}", entry.fingerprint(), roots);
-        let http = HttpRoutes::new(listen, &config.file);
-        let planned = if running.fingerprints.contains(&fp) {
-            keep_routes(&fp, running.routes.get(&fp).cloned().unwrap_or_default(), &mut routes);
-            Planned::Keep
-        } else {
-            let mctx =
-                ModuleContext { roots: roots.clone(), timeout, http: http.clone(), telemetry: telemetry.clone() };
-            let result = match &entry.library {
-                Some(lib) => crate::loader::build_module(lib, &mctx, &entry.conf),
-                None => {
-                    let spec = reg.module(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not a module"))?;
-                    (spec.build)(&mctx, &entry.conf)
-                }
-            };
-            let built = match result {
-                Ok(m) => Planned::Built(m),
-                Err(BuildError::Config(e)) => return Err(e),
-                Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
-            };
-            keep_routes(&fp, if matches!(built, Planned::Built(_)) { http.take() } else { Vec::new() }, &mut routes);
-            built
-        };
-        modules.push((entry.clone(), fp, planned));
-    }
-    let mut emitters = Vec::new();
-    for entry in &config.emitters {
-        let fp = format!("{}{http_fp}", entry.fingerprint());
-        let http = HttpRoutes::new(listen, &config.file);
-        let planned = if running.fingerprints.contains(&fp) {
-            keep_routes(&fp, running.routes.get(&fp).cloned().unwrap_or_default(), &mut routes);
-            Planned::Keep
-        } else {
-            let ectx = EmitterContext { meta: meta_arc.clone(), http: http.clone(), telemetry: telemetry.clone() };
-            let result = match &entry.library {
-                Some(lib) => crate::loader::build_emitter(lib, &entry.conf),
-                None => {
-                    let spec =
-                        reg.emitter(entry.kind).ok_or_else(|| entry.conf.error(&entry.name, "not an emitter"))?;
-                    (spec.build)(&ectx, &entry.conf)
-                }
-            };
-            let built = match result {
-                Ok(e) => Planned::Built(e),
-                Err(BuildError::Config(e)) => return Err(e),
-                Err(BuildError::Unavailable(why)) => Planned::Skipped(why),
-            };
-            keep_routes(&fp, if matches!(built, Planned::Built(_)) { http.take() } else { Vec::new() }, &mut routes);
-            built
-        };
-        emitters.push((entry.clone(), fp, planned));
-    }
-    let router = match listen {
-        Some(_) => Some(
-            build_router(&all_routes)
-                .map_err(|m| ConfigError::new(&config.file, None, Some("core.http_listen".into()), m))?,
-        ),
-        None => None,
-    };
-    Ok(Plan { config, meta, modules, emitters, routes, router, telemetry })
-}
-
-/// Builds one emitter from a spec with default settings (`--test` prints through one).
-pub fn default_emitter(spec: &EmitterSpec, meta: &HostMeta) -> Result<(PluginEntry, Box<dyn Emitter>), BuildError> {
-    let conf = PluginConf::from_text(spec.name, std::path::Path::new(spec.name), "{}");
-    let e = (spec.build)(&EmitterContext { meta: Arc::new(meta.clone()), ..EmitterContext::default() }, &conf)?;
-    let entry = PluginEntry {
-        name: spec.name.into(),
-        kind: spec.name,
-        library: None,
-        interval: 0,
-        blacklist: Matcher::default(),
-        timeout: None,
-        conf,
-    };
-    Ok((entry, e))
-}
-
-/// A one-job handoff to a module's thread. A Mutex and a Condvar park the thread at once;
-/// a channel's blocking receive spins and yields first, which costs more CPU than the
-/// job itself for a thread that wakes once a second.
-struct JobSlot {
-    state: Mutex<SlotState>,
-    cv: Condvar,
-}
-
-enum SlotState {
-    Idle,
-    Job(u64),
-    Closed,
-}
-
-impl JobSlot {
-    fn new() -> JobSlot {
-        JobSlot { state: Mutex::new(SlotState::Idle), cv: Condvar::new() }
-    }
-
-    fn offer(&self, tick: u64) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(*s, SlotState::Idle) {
-            *s = SlotState::Job(tick);
-            self.cv.notify_one();
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Waits for the next job; `None` once closed.
-    fn take(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match std::mem::replace(&mut *s, SlotState::Idle) {
-                SlotState::Job(t) => return Some(t),
-                SlotState::Closed => {
-                    *s = SlotState::Closed;
-                    return None;
-                }
-                SlotState::Idle => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
-            }
-        }
-    }
-
-    fn close(&self) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = SlotState::Closed;
-        self.cv.notify_one();
-    }
-}
-
-/// Where module threads leave their results; the scheduler is woken once, when the last
-/// expected result of its tick is in.
-struct ResultBox {
-    state: Mutex<Results>,
-    cv: Condvar,
-}
-
-#[derive(Default)]
-struct Results {
-    tick: u64,
-    expected: usize,
-    arrived: usize,
-    list: Vec<ModuleResult>,
-}
-
-impl ResultBox {
-    fn put(&self, r: ModuleResult) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if r.tick == s.tick {
-            s.arrived += 1;
-            if s.arrived >= s.expected {
-                self.cv.notify_one();
-            }
-        }
-        s.list.push(r);
-    }
-}
-
-struct ModuleResult {
-    worker: u64,
-    tick: u64,
-    points: Vec<Point>,
-    error: Option<String>,
-    took: Duration,
-}
-
-struct ModuleWorker {
-    id: u64,
-    name: String,
-    fingerprint: String,
-    interval: u64,
-    timeout: Duration,
-    jobs: Arc<JobSlot>,
-    busy: Arc<AtomicBool>,
-    stats: Arc<ModuleStats>,
-    collected: bool,
-    /// The tick it was asked about and has not answered, once its timeout passed.
-    stuck_since: Option<Instant>,
-    pending: Option<u64>,
-}
-
-impl Drop for ModuleWorker {
-    fn drop(&mut self) {
-        // Ends the thread after its current job (a hung one stays parked in its module).
-        self.jobs.close();
-    }
-}
-
-impl ModuleWorker {
-    fn due(&self, ts: i64) -> bool {
-        self.interval <= 1 || !self.collected || ts.rem_euclid(self.interval as i64) == 0
-    }
-}
-
-struct EmitterWorker {
-    name: String,
-    fingerprint: String,
-    tx: Sender<Arc<Payload>>,
-    /// A receiver of the same queue, to drop the oldest payload when it is full.
-    rx: Receiver<Arc<Payload>>,
-    done: Receiver<()>,
-    stats: Arc<EmitterStats>,
-    dead_logged: bool,
-    drop_log: LogThrottle,
-}
 
 /// The running agent.
 pub struct Agent {
@@ -366,7 +38,6 @@ pub struct Agent {
     results: Arc<ResultBox>,
     next_id: u64,
     queue_size: usize,
-    module_timeout: Duration,
     pub tick_stats: Arc<TickStats>,
     last_points: usize,
     /// Set at shutdown before the queues close: when emitters must be done flushing.
@@ -375,34 +46,41 @@ pub struct Agent {
     /// HTTP routes of the running plugins, by fingerprint.
     routes: HashMap<String, Vec<Route>>,
     http: Option<HttpServer>,
+    /// What collection timeouts are measured on.
+    clock: Arc<dyn Clock>,
 }
 
 impl Agent {
     /// Starts the workers of a plan (every plugin must be `Built` or `Skipped`).
     pub fn start(plan: Plan) -> Agent {
+        Agent::start_with_clock(plan, Arc::new(SystemClock))
+    }
+
+    /// [`Agent::start`] on a given clock (tests run on a [`crate::clock::ManualClock`]).
+    pub fn start_with_clock(plan: Plan, clock: Arc<dyn Clock>) -> Agent {
         let mut agent = Agent {
             meta: Arc::new(plan.meta.clone()),
             modules: Vec::new(),
             emitters: Vec::new(),
             retired: Vec::new(),
-            results: Arc::new(ResultBox { state: Mutex::default(), cv: Condvar::new() }),
+            results: Arc::new(ResultBox::new()),
             next_id: 0,
             queue_size: plan.config.core.queue_size,
-            module_timeout: plan.config.core.module_timeout,
             tick_stats: Arc::default(),
             last_points: 0,
             deadline: Arc::default(),
             telemetry: plan.telemetry.clone(),
             routes: HashMap::new(),
             http: None,
+            clock,
         };
-        let tick: Arc<dyn Source> = agent.tick_stats.clone();
+        let tick: Arc<dyn telemetry::Source> = agent.tick_stats.clone();
         agent.telemetry.publish(Group::Tick, "", &tick);
         agent.apply(plan);
         agent
     }
 
-    /// What runs now, for [`plan`] on reload.
+    /// What runs now, for [`crate::plan::plan`] on reload.
     pub fn running(&self) -> Running {
         Running {
             fingerprints: self
@@ -460,6 +138,12 @@ impl Agent {
         self.emitters.iter().map(|e| (e.name.clone(), e.stats.clone())).collect()
     }
 
+    /// Whether no module thread is collecting (tests wait for a late module with it).
+    #[cfg(test)]
+    pub(crate) fn modules_idle(&self) -> bool {
+        self.modules.iter().all(|m| !m.busy.load(Ordering::Acquire))
+    }
+
     /// Switches to a new plan: kept plugins keep running (with their state and buffers),
     /// new ones start, the ones no longer configured stop (emitters flush first).
     pub fn apply(&mut self, plan: Plan) {
@@ -467,12 +151,11 @@ impl Agent {
         self.apply_http(plan.config.core.http_listen, plan.router);
         self.meta = Arc::new(plan.meta);
         self.queue_size = plan.config.core.queue_size;
-        self.module_timeout = plan.config.core.module_timeout;
         let mut old: HashMap<String, ModuleWorker> =
             self.modules.drain(..).map(|m| (m.fingerprint.clone(), m)).collect();
-        for (entry, fp, planned) in plan.modules {
-            let timeout = entry.timeout.unwrap_or(self.module_timeout).min(crate::config::MAX_MODULE_TIMEOUT);
-            match planned {
+        for p in plan.modules {
+            let (entry, fp, timeout) = (p.entry, p.fingerprint, p.timeout);
+            match p.planned {
                 Planned::Keep => {
                     if let Some(mut w) = old.remove(&fp) {
                         w.interval = entry.interval;
@@ -481,7 +164,9 @@ impl Agent {
                     }
                 }
                 Planned::Built(module) => {
-                    let w = self.spawn_module(&entry, fp, module, timeout);
+                    self.next_id += 1;
+                    let w =
+                        spawn_module(self.next_id, &entry, fp, module, timeout, self.results.clone(), &self.telemetry);
                     self.modules.push(w);
                 }
                 Planned::Skipped(why) => log::error!("module \"{}\" skipped: {why}", entry.name),
@@ -491,15 +176,16 @@ impl Agent {
         drop(old);
         let mut old: HashMap<String, EmitterWorker> =
             self.emitters.drain(..).map(|e| (e.fingerprint.clone(), e)).collect();
-        for (entry, fp, planned) in plan.emitters {
-            match planned {
+        for p in plan.emitters {
+            let (entry, fp) = (p.entry, p.fingerprint);
+            match p.planned {
                 Planned::Keep => {
                     if let Some(w) = old.remove(&fp) {
                         self.emitters.push(w);
                     }
                 }
                 Planned::Built(e) => {
-                    let w = self.spawn_emitter(&entry, fp, e);
+                    let w = spawn_emitter(&entry, fp, e, self.queue_size, self.deadline.clone(), &self.telemetry);
                     self.emitters.push(w);
                 }
                 Planned::Skipped(why) => log::error!("emitter \"{}\" skipped: {why}", entry.name),
@@ -517,100 +203,11 @@ impl Agent {
         }
     }
 
-    fn spawn_module(
-        &mut self,
-        entry: &PluginEntry,
-        fingerprint: String,
-        mut module: Box<dyn Module>,
-        timeout: Duration,
-    ) -> ModuleWorker {
-        self.next_id += 1;
-        let id = self.next_id;
-        let jobs = Arc::new(JobSlot::new());
-        let job_slot = jobs.clone();
-        let busy = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(ModuleStats::default());
-        let results = self.results.clone();
-        let blacklist = entry.blacklist.clone();
-        let name = entry.name.clone();
-        let source: Arc<dyn Source> = stats.clone();
-        self.telemetry.publish(Group::Module, &name, &source);
-        let (b, s) = (busy.clone(), stats.clone());
-        let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
-            let mut capacity = 16;
-            while let Some(tick) = job_slot.take() {
-                let start = Instant::now();
-                let mut points = Vec::with_capacity(capacity);
-                let error = match catch_unwind(AssertUnwindSafe(|| module.collect(start, &mut points))) {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.0),
-                    Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
-                };
-                if !blacklist.is_empty() {
-                    points.retain(|p| !blacklist.matches(&p.name));
-                }
-                capacity = capacity.max(points.len());
-                let took = start.elapsed();
-                s.runs.fetch_add(1, Ordering::Relaxed);
-                s.last_micros.store(took.as_micros() as u64, Ordering::Relaxed);
-                b.store(false, Ordering::Release);
-                results.put(ModuleResult { worker: id, tick, points, error, took });
-            }
-        });
-        if let Err(e) = spawned {
-            log::error!("module \"{}\": cannot start its thread: {e}", entry.name);
-        }
-        ModuleWorker {
-            id,
-            name: entry.name.clone(),
-            fingerprint,
-            interval: entry.interval,
-            timeout,
-            jobs,
-            busy,
-            stats,
-            collected: false,
-            stuck_since: None,
-            pending: None,
-        }
-    }
-
-    fn spawn_emitter(&mut self, entry: &PluginEntry, fingerprint: String, emitter: Box<dyn Emitter>) -> EmitterWorker {
-        let (tx, rx) = bounded::<Arc<Payload>>(self.queue_size);
-        let (done_tx, done) = bounded::<()>(1);
-        let stats = Arc::new(EmitterStats::default());
-        let source: Arc<dyn Source> = stats.clone();
-        self.telemetry.publish(Group::Emitter, &entry.name, &source);
-        let worker_rx = rx.clone();
-        let blacklist = entry.blacklist.clone();
-        let interval = entry.interval;
-        let name = entry.name.clone();
-        let s = stats.clone();
-        let deadline = self.deadline.clone();
-        let spawned = thread::Builder::new().name(format!("emit-{name}")).stack_size(EMITTER_STACK).spawn(move || {
-            emitter_loop(&name, emitter, &blacklist, interval, &worker_rx, &s, &deadline);
-            let _ = done_tx.send(());
-        });
-        if let Err(e) = spawned {
-            log::error!("emitter \"{}\": cannot start its thread: {e}", entry.name);
-        }
-        EmitterWorker {
-            name: entry.name.clone(),
-            fingerprint,
-            tx,
-            rx,
-            done,
-            stats,
-            dead_logged: false,
-            drop_log: LogThrottle::default(),
-        }
-    }
-
     /// Collects one tick: every due module (all of them with `force`), waiting for each at
     /// most its timeout. Returns the payload, or `None` when no module gave a point.
     pub fn collect(&mut self, tick: u64, timestamp: i64, force: bool) -> Option<Arc<Payload>> {
         self.tick_stats.ticks.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = self.clock.now();
         let mut wait_until = started;
         {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -640,16 +237,12 @@ impl Agent {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
             r.expected = expected;
             while r.arrived < r.expected {
-                let now = Instant::now();
-                if now >= wait_until {
-                    break;
+                let Some(wait) = self.clock.wait_for(wait_until) else { break };
+                let (guard, waited) = self.results.cv.wait_timeout(r, wait).unwrap_or_else(|e| e.into_inner());
+                r = guard;
+                if waited.timed_out() && r.arrived < r.expected {
+                    self.clock.waited(wait_until);
                 }
-                r = self
-                    .results
-                    .cv
-                    .wait_timeout(r, wait_until - now)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
             }
             std::mem::take(&mut r.list)
         };
@@ -663,7 +256,7 @@ impl Agent {
                 log::info!(
                     "module \"{}\" answered again after {:.1}s; its late points were dropped",
                     w.name,
-                    since.elapsed().as_secs_f64() + w.timeout.as_secs_f64()
+                    self.clock.now().saturating_duration_since(since).as_secs_f64() + w.timeout.as_secs_f64()
                 );
             }
             if !current {
@@ -683,7 +276,7 @@ impl Agent {
             if w.pending.take() == Some(tick) {
                 w.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 if w.stuck_since.is_none() {
-                    w.stuck_since = Some(Instant::now());
+                    w.stuck_since = Some(self.clock.now());
                     log::warn!(
                         "module \"{}\" did not answer within {:?}; the tick went out without it, and it is skipped until it answers",
                         w.name,
@@ -716,7 +309,7 @@ impl Agent {
                     // Drop the oldest, keep the newest.
                     let _ = e.rx.try_recv();
                     e.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    if let Some(more) = e.drop_log.allow() {
+                    if let Some(more) = e.drop_log.allow_at(self.clock.now()) {
                         log::warn!(
                             "emitter \"{}\" is behind: its queue is full, dropped the oldest payload ({} more since the last warning, {} in all)",
                             e.name,
@@ -774,89 +367,4 @@ impl Agent {
         }
         all
     }
-}
-
-fn emitter_loop(
-    name: &str,
-    mut emitter: Box<dyn Emitter>,
-    blacklist: &Matcher,
-    interval: u64,
-    rx: &Receiver<Arc<Payload>>,
-    stats: &EmitterStats,
-    shutdown_deadline: &Mutex<Option<Instant>>,
-) {
-    let mut batch: Vec<Arc<Payload>> = Vec::new();
-    let mut first_at: Option<Instant> = None;
-    let mut last_idle = Instant::now();
-    let mut errors = LogThrottle::default();
-    let mut send = |batch: &mut Vec<Arc<Payload>>, emitter: &mut Box<dyn Emitter>| {
-        if batch.is_empty() {
-            return;
-        }
-        let b = Batch::new(batch, blacklist);
-        let r = catch_unwind(AssertUnwindSafe(|| emitter.emit(&b)));
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.payloads.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let err = match r {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.0),
-            Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
-        };
-        if let Some(e) = err {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            if let Some(more) = errors.allow() {
-                log::error!("emitter \"{name}\": {e} ({more} similar errors since the last line)");
-            }
-        }
-        batch.clear();
-    };
-    loop {
-        // Wake at least once a second: a batching emitter's deadline, or the idle hook.
-        let wake = match first_at {
-            Some(t) if interval > 1 => (t + Duration::from_secs(interval + 1)).min(Instant::now() + IDLE_EVERY),
-            _ => Instant::now() + IDLE_EVERY,
-        };
-        match rx.recv_deadline(wake) {
-            Ok(p) => {
-                let ts = p.timestamp;
-                batch.push(p);
-                first_at.get_or_insert_with(Instant::now);
-                if interval <= 1 || ts.rem_euclid(interval as i64) == 0 {
-                    send(&mut batch, &mut emitter);
-                    first_at = None;
-                    last_idle = Instant::now();
-                } else if last_idle.elapsed() >= IDLE_EVERY {
-                    // Payloads arrive every second, so the wait never times out: give a
-                    // batching emitter its retry turn here.
-                    let _ = catch_unwind(AssertUnwindSafe(|| emitter.idle()));
-                    last_idle = Instant::now();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => match first_at {
-                Some(t) if t.elapsed() >= Duration::from_secs(interval + 1) => {
-                    send(&mut batch, &mut emitter);
-                    first_at = None;
-                }
-                _ => {
-                    let _ = catch_unwind(AssertUnwindSafe(|| emitter.idle()));
-                    last_idle = Instant::now();
-                }
-            },
-            Err(RecvTimeoutError::Disconnected) => {
-                send(&mut batch, &mut emitter);
-                let deadline = *shutdown_deadline.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = emitter.flush(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(4))) {
-                    log::error!("emitter \"{name}\": flush at shutdown: {e}");
-                }
-                return;
-            }
-        }
-    }
-}
-
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -101,10 +101,8 @@ impl HostRootsConfig {
 pub struct PluginEntry {
     /// The name as listed (an alias stays an alias; its conf file is `<alias>.conf`).
     pub name: String,
-    /// The registry name it resolved to ([`LIBRARY_KIND`] for a shared library).
-    pub kind: &'static str,
-    /// The shared library (`<dir>/lib<name>.so`) it is loaded from; `None` for the registry's.
-    pub library: Option<PathBuf>,
+    /// Where it comes from: the registry, the registry's exec kind, or a shared library.
+    pub source: Source,
     /// Whole seconds; 0 and 1 both mean every tick.
     pub interval: u64,
     pub blacklist: Matcher,
@@ -115,13 +113,36 @@ pub struct PluginEntry {
 impl PluginEntry {
     /// What must be equal for a reload to keep the running instance.
     pub fn fingerprint(&self) -> String {
-        let lib = self.library.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-        format!("{}\u{0}{lib}\u{0}{}\u{0}{}", self.kind, self.conf.file.display(), self.conf.text)
+        let (kind, lib) = match &self.source {
+            Source::Builtin(name) => (*name, String::new()),
+            Source::Exec => (EXEC_KIND, String::new()),
+            Source::Library(path) => ("shared library", path.display().to_string()),
+        };
+        format!("{kind}\u{0}{lib}\u{0}{}\u{0}{}", self.conf.file.display(), self.conf.text)
     }
 }
 
-/// The kind of a plugin loaded from a shared library (never a registry name: it has a space).
-pub const LIBRARY_KIND: &str = "shared library";
+/// Where a configured plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A built-in of the registry, by its registry name (an alias resolves to it).
+    Builtin(&'static str),
+    /// An exec plugin: a conf file with an `exec` key, built by the registry's [`EXEC_KIND`].
+    Exec,
+    /// A shared library (`<dir>/lib<name>.so`).
+    Library(PathBuf),
+}
+
+impl Source {
+    /// The registry entry that builds it; `None` for a shared library.
+    pub fn registry_name(&self) -> Option<&'static str> {
+        match self {
+            Source::Builtin(name) => Some(name),
+            Source::Exec => Some(EXEC_KIND),
+            Source::Library(_) => None,
+        }
+    }
+}
 
 /// Why a config could not be loaded.
 #[derive(Debug)]
@@ -166,17 +187,20 @@ impl Config {
             for name in names {
                 let (conf, common) = read_conf(&name, &conf_dir)?;
                 let builtin = reg.module(&name).map(|s| s.name);
-                let exec = common.exec.is_some().then(|| reg.module(EXEC_KIND).map(|s| s.name)).flatten();
-                let (kind, library) = resolve_kind(&name, builtin, exec, &dirs).ok_or_else(|| {
+                let exec = common.exec.is_some() && reg.module(EXEC_KIND).is_some();
+                let source = resolve_source(&name, builtin, exec, &dirs).ok_or_else(|| {
                     let known: Vec<&str> = reg.modules.iter().map(|s| s.name).collect();
                     name_error(path, &text, section, &name, &unknown("module", &name, &known, &conf, &dirs))
                 })?;
                 // A built-in runs once (an alias is the same module); plugins by their names.
-                let key = if builtin.is_some() { kind.to_string() } else { name.clone() };
+                let key = match &source {
+                    Source::Builtin(kind) => kind.to_string(),
+                    _ => name.clone(),
+                };
                 if !seen.insert(key) {
                     return Err(name_error(path, &text, section, &name, "module listed twice").into());
                 }
-                modules.push(plugin_entry(&name, kind, library, conf, common)?);
+                modules.push(plugin_entry(&name, source, conf, common)?);
             }
         }
         let mut emitters = Vec::new();
@@ -187,15 +211,15 @@ impl Config {
         for name in names {
             let (conf, common) = read_conf(&name, &conf_dir)?;
             let builtin = reg.emitter(&name).map(|s| s.name);
-            let exec = common.exec.is_some().then(|| reg.emitter(EXEC_KIND).map(|s| s.name)).flatten();
-            let (kind, library) = resolve_kind(&name, builtin, exec, &dirs).ok_or_else(|| {
+            let exec = common.exec.is_some() && reg.emitter(EXEC_KIND).is_some();
+            let source = resolve_source(&name, builtin, exec, &dirs).ok_or_else(|| {
                 let known: Vec<&str> = reg.emitters.iter().map(|s| s.name).collect();
                 name_error(path, &text, "emitters", &name, &unknown("emitter", &name, &known, &conf, &dirs))
             })?;
             if !seen.insert(name.clone()) {
                 return Err(name_error(path, &text, "emitters", &name, "emitter listed twice").into());
             }
-            let entry = plugin_entry(&name, kind, library, conf, common)?;
+            let entry = plugin_entry(&name, source, conf, common)?;
             if let Some(m) = modules.iter().find(|m: &&PluginEntry| m.conf.file == entry.conf.file) {
                 return Err(name_error(
                     path,
@@ -218,19 +242,14 @@ impl Config {
 
 /// What a listed name is: a built-in (or alias), an exec plugin (a conf file with an `exec`
 /// key, built by the registry's `exec` kind), or a shared library found in `dirs`.
-fn resolve_kind(
-    name: &str,
-    builtin: Option<&'static str>,
-    exec: Option<&'static str>,
-    dirs: &[PathBuf],
-) -> Option<(&'static str, Option<PathBuf>)> {
+fn resolve_source(name: &str, builtin: Option<&'static str>, exec: bool, dirs: &[PathBuf]) -> Option<Source> {
     if let Some(kind) = builtin {
-        return Some((kind, None));
+        return Some(Source::Builtin(kind));
     }
-    if let Some(kind) = exec {
-        return Some((kind, None));
+    if exec {
+        return Some(Source::Exec);
     }
-    crate::loader::find(dirs, name).map(|lib| (LIBRARY_KIND, Some(lib)))
+    crate::loader::find(dirs, name).map(Source::Library)
 }
 
 fn unknown(what: &str, name: &str, known: &[&str], conf: &PluginConf, dirs: &[PathBuf]) -> String {
@@ -366,13 +385,7 @@ fn read_conf(name: &str, conf_dir: &Path) -> Result<(PluginConf, RawCommon), Con
     Ok((conf, common))
 }
 
-fn plugin_entry(
-    name: &str,
-    kind: &'static str,
-    library: Option<PathBuf>,
-    conf: PluginConf,
-    common: RawCommon,
-) -> Result<PluginEntry, ConfigError> {
+fn plugin_entry(name: &str, source: Source, conf: PluginConf, common: RawCommon) -> Result<PluginEntry, ConfigError> {
     let blacklist = Matcher::new(&common.blacklist.unwrap_or_default()).map_err(|m| conf.error("blacklist", m))?;
     let timeout = common.timeout.map(|d| d.0);
     if let Some(t) = timeout {
@@ -382,8 +395,7 @@ fn plugin_entry(
     }
     Ok(PluginEntry {
         name: name.to_string(),
-        kind,
-        library,
+        source,
         interval: common.interval.map(|i| i.0).unwrap_or(0),
         blacklist,
         timeout,

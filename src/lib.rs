@@ -5,8 +5,14 @@
 
 pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod hostmeta;
 pub mod httpd;
 pub mod loader;
+pub mod plan;
 pub mod scheduler;
+pub mod workers;
+
+#[cfg(test)]
+mod engine_tests;

@@ -5,15 +5,19 @@
 //! run in a burst. A payload's timestamp is its tick's scheduled time in whole epoch seconds.
 //! A module with interval N runs on its first tick and then on the ticks whose timestamp
 //! is a multiple of N, so every host collects at the same wall-clock instants.
+//!
+//! The loop is [`step`] after [`step`] on a [`Clock`]; tests drive it on a manual clock.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::agent::{default_emitter, plan, Agent, LogThrottle, Plan, Planned, Running};
-use crate::config::{Config, LoadError, Registries};
+use crate::agent::{Agent, LogThrottle};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, LoadError, Registries, Source};
+use crate::plan::{default_emitter, plan, Plan, Planned, Running};
 use badger_api::plugin::EmitterSpec;
 
 /// Exit code for a bad config or bad usage.
@@ -80,16 +84,79 @@ fn start(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) 
     plan(config, reg, &Running::default()).map_err(|e| fail(&LoadError(e)))
 }
 
-fn epoch_now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
-}
-
 /// The next whole wall-clock second, as an instant and as epoch seconds.
-fn align() -> (Instant, i64) {
-    let now = epoch_now();
-    let at = Instant::now();
+fn align(clock: &dyn Clock) -> (Instant, i64) {
+    let now = clock.epoch();
+    let at = clock.now();
     let next = now.as_secs() + 1;
     (at + (Duration::from_secs(next) - now), next as i64)
+}
+
+/// Where the tick is: tick `n` is due at `base + n` seconds and stamped `base_ts + n`.
+pub struct Ticker {
+    base: Instant,
+    base_ts: i64,
+    n: u64,
+    stall_log: LogThrottle,
+}
+
+impl Ticker {
+    /// Tick 0 falls on the next whole wall-clock second.
+    pub fn new(clock: &dyn Clock) -> Ticker {
+        let (base, base_ts) = align(clock);
+        Ticker { base, base_ts, n: 0, stall_log: LogThrottle::default() }
+    }
+
+    /// When the next tick is due.
+    pub fn due(&self) -> Instant {
+        self.base + Duration::from_secs(self.n)
+    }
+}
+
+/// How the wait for a tick ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Tick,
+    Stop,
+    Reload,
+}
+
+/// One step of the tick loop: waits for the next tick through `wait` (given when it is due),
+/// counts the ticks a stall skipped (never running them in a burst), collects, fans out,
+/// and realigns the ticks if the wall clock was stepped. Returns what the wait ended with;
+/// only `Wake::Tick` collects.
+pub fn step(agent: &mut Agent, ticker: &mut Ticker, clock: &dyn Clock, wait: impl FnOnce(Instant) -> Wake) -> Wake {
+    let due = ticker.due();
+    match wait(due) {
+        Wake::Tick => {}
+        other => return other,
+    }
+    let behind = clock.now().saturating_duration_since(due);
+    if behind >= Duration::from_secs(1) {
+        let missed = behind.as_secs();
+        agent.tick_stats.skipped.fetch_add(missed, Ordering::Relaxed);
+        if let Some(more) = ticker.stall_log.allow_at(clock.now()) {
+            log::warn!(
+                "badger was stalled {:.1}s: skipped {missed} ticks ({more} stalls since the last warning)",
+                behind.as_secs_f64()
+            );
+        }
+        ticker.n += missed;
+    }
+    let ts = ticker.base_ts + ticker.n as i64;
+    if let Some(payload) = agent.collect(ticker.n, ts, false) {
+        agent.dispatch(payload);
+    }
+    ticker.n += 1;
+    // If the wall clock was stepped, realign so timestamps stay true.
+    let expected = ticker.base_ts as f64 + clock.now().saturating_duration_since(ticker.base).as_secs_f64();
+    let actual = clock.epoch().as_secs_f64();
+    if (actual - expected).abs() > 1.0 {
+        log::warn!("the wall clock moved by {:.1}s; realigning ticks", actual - expected);
+        (ticker.base, ticker.base_ts) = align(clock);
+        ticker.n = 0;
+    }
+    Wake::Tick
 }
 
 /// Runs the agent until `Control::Stop`. Returns the process exit code.
@@ -104,46 +171,22 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
     let mut systemd = Systemd::new();
     systemd.send(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("collecting")]);
 
-    let (mut base, mut base_ts) = align();
-    let mut n: u64 = 0;
-    let mut stall_log = LogThrottle::default();
+    let clock = SystemClock;
+    let mut ticker = Ticker::new(&clock);
     loop {
-        let due = base + Duration::from_secs(n);
-        match control.recv_deadline(due) {
-            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(Control::Reload) => {
+        let woke = step(&mut agent, &mut ticker, &clock, |due| match control.recv_deadline(due) {
+            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => Wake::Stop,
+            Ok(Control::Reload) => Wake::Reload,
+            Err(RecvTimeoutError::Timeout) => Wake::Tick,
+        });
+        match woke {
+            Wake::Stop => break,
+            Wake::Reload => {
                 systemd.send(&[sd_notify::NotifyState::Reloading]);
                 reload(&mut agent, path, reg, log_override);
                 systemd.send(&[sd_notify::NotifyState::Ready]);
-                continue;
             }
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        let behind = Instant::now().saturating_duration_since(due);
-        if behind >= Duration::from_secs(1) {
-            let missed = behind.as_secs();
-            agent.tick_stats.skipped.fetch_add(missed, Ordering::Relaxed);
-            if let Some(more) = stall_log.allow() {
-                log::warn!(
-                    "badger was stalled {:.1}s: skipped {missed} ticks ({more} stalls since the last warning)",
-                    behind.as_secs_f64()
-                );
-            }
-            n += missed;
-        }
-        let ts = base_ts + n as i64;
-        if let Some(payload) = agent.collect(n, ts, false) {
-            agent.dispatch(payload);
-        }
-        systemd.tick();
-        n += 1;
-        // If the wall clock was stepped, realign so timestamps stay true.
-        let expected = base_ts as f64 + (Instant::now() - base).as_secs_f64();
-        let actual = epoch_now().as_secs_f64();
-        if (actual - expected).abs() > 1.0 {
-            log::warn!("the wall clock moved by {:.1}s; realigning ticks", actual - expected);
-            (base, base_ts) = align();
-            n = 0;
+            Wake::Tick => systemd.tick(),
         }
     }
     log::info!("stopping: flushing emitters");
@@ -161,8 +204,8 @@ fn reload(agent: &mut Agent, path: &Path, reg: &Registries, log_override: Option
             if let Err(e) = badger_api::logging::configure(&plan.config.core.log, log_override) {
                 log::error!("reload: cannot open the new log file ({e}); logging stays as it was");
             }
-            let kept = plan.modules.iter().filter(|m| matches!(m.2, Planned::Keep)).count()
-                + plan.emitters.iter().filter(|e| matches!(e.2, Planned::Keep)).count();
+            let kept =
+                plan.modules.iter().filter(|m| m.kept()).count() + plan.emitters.iter().filter(|e| e.kept()).count();
             agent.apply(plan);
             let (m, e) = agent.names();
             log::info!(
@@ -191,7 +234,7 @@ pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilte
     };
     if let Probe::Test(spec) = how {
         match default_emitter(spec, &plan.meta) {
-            Ok((entry, e)) => plan.emitters = vec![(entry, String::new(), Planned::Built(e))],
+            Ok(e) => plan.emitters = vec![e],
             Err(e) => {
                 eprintln!("badger: {e}");
                 return 1;
@@ -199,7 +242,7 @@ pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilte
         }
     }
     let mut agent = Agent::start(plan);
-    let (mut base, mut base_ts) = align();
+    let (mut base, mut base_ts) = align(&SystemClock);
     let _ = agent.collect(0, base_ts - 1, true);
     // Rates need a real interval: at least one whole second between the two collections.
     if base.saturating_duration_since(Instant::now()) < Duration::from_secs(1) {
@@ -245,18 +288,18 @@ pub fn check(path: &Path, reg: &Registries) -> i32 {
         let conf =
             if e.conf.file.exists() { e.conf.file.display().to_string() } else { "(defaults; no conf file)".into() };
         let every = if e.interval <= 1 { "every tick".to_string() } else { format!("every {}s", e.interval) };
-        let alias = match &e.library {
-            Some(lib) => format!(" (= {})", lib.display()),
-            None if e.name != e.kind => format!(" (= {})", e.kind),
-            None => String::new(),
+        let alias = match (&e.source, e.source.registry_name()) {
+            (Source::Library(lib), _) => format!(" (= {})", lib.display()),
+            (_, Some(kind)) if e.name != kind => format!(" (= {kind})"),
+            _ => String::new(),
         };
         println!("  {kind} {}{alias}: {every}, {conf}: {status}", e.name);
     };
-    for (e, _, p) in &plan.modules {
-        line("module", e, status(p));
+    for p in &plan.modules {
+        line("module", &p.entry, status(&p.planned));
     }
-    for (e, _, p) in &plan.emitters {
-        line("emitter", e, status(p));
+    for p in &plan.emitters {
+        line("emitter", &p.entry, status(&p.planned));
     }
     0
 }

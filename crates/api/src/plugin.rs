@@ -68,6 +68,8 @@ pub struct EmitterContext {
     pub http: HttpRoutes,
     /// Where the emitter publishes its own counters (e.g. its outbox's).
     pub telemetry: Telemetry,
+    /// The emitter's `timeout` key; zero when it is not set (the emitter picks its own).
+    pub timeout: Duration,
 }
 
 /// A stats module. `collect` is called on the module's own thread; it may block (the core

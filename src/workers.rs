@@ -1,0 +1,402 @@
+//! The workers: one thread per module, one thread per emitter.
+//!
+//! * A module's thread waits on its [`JobSlot`] for a tick, collects, and leaves the result
+//!   in the agent's [`ResultBox`].
+//! * An emitter's thread ([`emitter_loop`]) reads payloads from its bounded queue and hands
+//!   them to the emitter, batched by its interval; when the queue closes it writes what it
+//!   holds and flushes.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use crate::config::PluginEntry;
+use badger_api::matcher::Matcher;
+use badger_api::plugin::{Batch, Emitter, Module};
+use badger_api::point::{Payload, Point, Value};
+use badger_api::telemetry::{self, Group, Telemetry};
+use badger_api::throttle::LogThrottle;
+
+const WORKER_STACK: usize = 256 * 1024;
+/// Emitters encode, compress and talk TLS: more headroom (untouched stack costs no memory).
+const EMITTER_STACK: usize = 1024 * 1024;
+const IDLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Counters of one module.
+#[derive(Debug, Default)]
+pub struct ModuleStats {
+    pub runs: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub skipped: AtomicU64,
+    pub points: AtomicU64,
+    pub last_micros: AtomicU64,
+}
+
+/// Counters of one emitter.
+#[derive(Debug, Default)]
+pub struct EmitterStats {
+    pub batches: AtomicU64,
+    pub payloads: AtomicU64,
+    pub errors: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Counters of the scheduler.
+#[derive(Debug, Default)]
+pub struct TickStats {
+    pub ticks: AtomicU64,
+    pub skipped: AtomicU64,
+    pub payloads: AtomicU64,
+    /// Points of every payload sent out.
+    pub points: AtomicU64,
+}
+
+fn int(c: &AtomicU64) -> Value {
+    Value::Int(i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
+}
+
+impl telemetry::Source for ModuleStats {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
+        f("runs", int(&self.runs));
+        f("errors", int(&self.errors));
+        f("timeouts", int(&self.timeouts));
+        f("skipped", int(&self.skipped));
+        f("points", int(&self.points));
+        f("collect_micros", int(&self.last_micros));
+    }
+}
+
+impl telemetry::Source for EmitterStats {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
+        f("batches", int(&self.batches));
+        f("payloads", int(&self.payloads));
+        f("errors", int(&self.errors));
+        f("dropped", int(&self.dropped));
+    }
+}
+
+impl telemetry::Source for TickStats {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, Value)) {
+        f("ticks", int(&self.ticks));
+        f("ticks_skipped", int(&self.skipped));
+        f("payloads", int(&self.payloads));
+        f("points", int(&self.points));
+    }
+}
+
+/// A one-job handoff to a module's thread. A Mutex and a Condvar park the thread at once;
+/// a channel's blocking receive spins and yields first, which costs more CPU than the
+/// job itself for a thread that wakes once a second.
+pub(crate) struct JobSlot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+enum SlotState {
+    Idle,
+    Job(u64),
+    Closed,
+}
+
+impl JobSlot {
+    fn new() -> JobSlot {
+        JobSlot { state: Mutex::new(SlotState::Idle), cv: Condvar::new() }
+    }
+
+    pub(crate) fn offer(&self, tick: u64) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*s, SlotState::Idle) {
+            *s = SlotState::Job(tick);
+            self.cv.notify_one();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Waits for the next job; `None` once closed.
+    fn take(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match std::mem::replace(&mut *s, SlotState::Idle) {
+                SlotState::Job(t) => return Some(t),
+                SlotState::Closed => {
+                    *s = SlotState::Closed;
+                    return None;
+                }
+                SlotState::Idle => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    fn close(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = SlotState::Closed;
+        self.cv.notify_one();
+    }
+}
+
+/// Where module threads leave their results; the scheduler is woken once, when the last
+/// expected result of its tick is in.
+pub(crate) struct ResultBox {
+    pub(crate) state: Mutex<Results>,
+    pub(crate) cv: Condvar,
+}
+
+#[derive(Default)]
+pub(crate) struct Results {
+    pub(crate) tick: u64,
+    pub(crate) expected: usize,
+    pub(crate) arrived: usize,
+    pub(crate) list: Vec<ModuleResult>,
+}
+
+impl ResultBox {
+    pub(crate) fn new() -> ResultBox {
+        ResultBox { state: Mutex::default(), cv: Condvar::new() }
+    }
+
+    pub(crate) fn put(&self, r: ModuleResult) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if r.tick == s.tick {
+            s.arrived += 1;
+            if s.arrived >= s.expected {
+                self.cv.notify_one();
+            }
+        }
+        s.list.push(r);
+    }
+}
+
+pub(crate) struct ModuleResult {
+    pub(crate) worker: u64,
+    pub(crate) tick: u64,
+    pub(crate) points: Vec<Point>,
+    pub(crate) error: Option<String>,
+    pub(crate) took: Duration,
+}
+
+pub(crate) struct ModuleWorker {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) fingerprint: String,
+    pub(crate) interval: u64,
+    pub(crate) timeout: Duration,
+    pub(crate) jobs: Arc<JobSlot>,
+    pub(crate) busy: Arc<AtomicBool>,
+    pub(crate) stats: Arc<ModuleStats>,
+    pub(crate) collected: bool,
+    /// The tick it was asked about and has not answered, once its timeout passed.
+    pub(crate) stuck_since: Option<Instant>,
+    pub(crate) pending: Option<u64>,
+}
+
+impl Drop for ModuleWorker {
+    fn drop(&mut self) {
+        // Ends the thread after its current job (a hung one stays parked in its module).
+        self.jobs.close();
+    }
+}
+
+impl ModuleWorker {
+    pub(crate) fn due(&self, ts: i64) -> bool {
+        self.interval <= 1 || !self.collected || ts.rem_euclid(self.interval as i64) == 0
+    }
+}
+
+pub(crate) struct EmitterWorker {
+    pub(crate) name: String,
+    pub(crate) fingerprint: String,
+    pub(crate) tx: Sender<Arc<Payload>>,
+    /// A receiver of the same queue, to drop the oldest payload when it is full.
+    pub(crate) rx: Receiver<Arc<Payload>>,
+    pub(crate) done: Receiver<()>,
+    pub(crate) stats: Arc<EmitterStats>,
+    pub(crate) dead_logged: bool,
+    pub(crate) drop_log: LogThrottle,
+}
+
+/// Starts a module's thread.
+pub(crate) fn spawn_module(
+    id: u64,
+    entry: &PluginEntry,
+    fingerprint: String,
+    mut module: Box<dyn Module>,
+    timeout: Duration,
+    results: Arc<ResultBox>,
+    telemetry: &Telemetry,
+) -> ModuleWorker {
+    let jobs = Arc::new(JobSlot::new());
+    let job_slot = jobs.clone();
+    let busy = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(ModuleStats::default());
+    let blacklist = entry.blacklist.clone();
+    let name = entry.name.clone();
+    let source: Arc<dyn telemetry::Source> = stats.clone();
+    telemetry.publish(Group::Module, &name, &source);
+    let (b, s) = (busy.clone(), stats.clone());
+    let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
+        let mut capacity = 16;
+        while let Some(tick) = job_slot.take() {
+            let start = Instant::now();
+            let mut points = Vec::with_capacity(capacity);
+            let error = match catch_unwind(AssertUnwindSafe(|| module.collect(start, &mut points))) {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.0),
+                Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
+            };
+            if !blacklist.is_empty() {
+                points.retain(|p| !blacklist.matches(&p.name));
+            }
+            capacity = capacity.max(points.len());
+            let took = start.elapsed();
+            s.runs.fetch_add(1, Ordering::Relaxed);
+            s.last_micros.store(took.as_micros() as u64, Ordering::Relaxed);
+            b.store(false, Ordering::Release);
+            results.put(ModuleResult { worker: id, tick, points, error, took });
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("module \"{}\": cannot start its thread: {e}", entry.name);
+    }
+    ModuleWorker {
+        id,
+        name: entry.name.clone(),
+        fingerprint,
+        interval: entry.interval,
+        timeout,
+        jobs,
+        busy,
+        stats,
+        collected: false,
+        stuck_since: None,
+        pending: None,
+    }
+}
+
+/// Starts an emitter's thread behind a queue of `queue_size` payloads.
+pub(crate) fn spawn_emitter(
+    entry: &PluginEntry,
+    fingerprint: String,
+    emitter: Box<dyn Emitter>,
+    queue_size: usize,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: &Telemetry,
+) -> EmitterWorker {
+    let (tx, rx) = bounded::<Arc<Payload>>(queue_size);
+    let (done_tx, done) = bounded::<()>(1);
+    let stats = Arc::new(EmitterStats::default());
+    let source: Arc<dyn telemetry::Source> = stats.clone();
+    telemetry.publish(Group::Emitter, &entry.name, &source);
+    let worker_rx = rx.clone();
+    let blacklist = entry.blacklist.clone();
+    let interval = entry.interval;
+    let name = entry.name.clone();
+    let s = stats.clone();
+    let spawned = thread::Builder::new().name(format!("emit-{name}")).stack_size(EMITTER_STACK).spawn(move || {
+        emitter_loop(&name, emitter, &blacklist, interval, &worker_rx, &s, &deadline);
+        let _ = done_tx.send(());
+    });
+    if let Err(e) = spawned {
+        log::error!("emitter \"{}\": cannot start its thread: {e}", entry.name);
+    }
+    EmitterWorker {
+        name: entry.name.clone(),
+        fingerprint,
+        tx,
+        rx,
+        done,
+        stats,
+        dead_logged: false,
+        drop_log: LogThrottle::default(),
+    }
+}
+
+pub(crate) fn emitter_loop(
+    name: &str,
+    mut emitter: Box<dyn Emitter>,
+    blacklist: &Matcher,
+    interval: u64,
+    rx: &Receiver<Arc<Payload>>,
+    stats: &EmitterStats,
+    shutdown_deadline: &Mutex<Option<Instant>>,
+) {
+    let mut batch: Vec<Arc<Payload>> = Vec::new();
+    let mut first_at: Option<Instant> = None;
+    let mut last_idle = Instant::now();
+    let mut errors = LogThrottle::default();
+    let mut send = |batch: &mut Vec<Arc<Payload>>, emitter: &mut Box<dyn Emitter>| {
+        if batch.is_empty() {
+            return;
+        }
+        let b = Batch::new(batch, blacklist);
+        let r = catch_unwind(AssertUnwindSafe(|| emitter.emit(&b)));
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.payloads.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let err = match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.0),
+            Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
+        };
+        if let Some(e) = err {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(more) = errors.allow() {
+                log::error!("emitter \"{name}\": {e} ({more} similar errors since the last line)");
+            }
+        }
+        batch.clear();
+    };
+    loop {
+        // Wake at least once a second: a batching emitter's deadline, or the idle hook.
+        let wake = match first_at {
+            Some(t) if interval > 1 => (t + Duration::from_secs(interval + 1)).min(Instant::now() + IDLE_EVERY),
+            _ => Instant::now() + IDLE_EVERY,
+        };
+        match rx.recv_deadline(wake) {
+            Ok(p) => {
+                let ts = p.timestamp;
+                batch.push(p);
+                first_at.get_or_insert_with(Instant::now);
+                if interval <= 1 || ts.rem_euclid(interval as i64) == 0 {
+                    send(&mut batch, &mut emitter);
+                    first_at = None;
+                    last_idle = Instant::now();
+                } else if last_idle.elapsed() >= IDLE_EVERY {
+                    // Payloads arrive every second, so the wait never times out: give a
+                    // batching emitter its retry turn here.
+                    let _ = catch_unwind(AssertUnwindSafe(|| emitter.idle()));
+                    last_idle = Instant::now();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => match first_at {
+                Some(t) if t.elapsed() >= Duration::from_secs(interval + 1) => {
+                    send(&mut batch, &mut emitter);
+                    first_at = None;
+                }
+                _ => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| emitter.idle()));
+                    last_idle = Instant::now();
+                }
+            },
+            Err(RecvTimeoutError::Disconnected) => {
+                send(&mut batch, &mut emitter);
+                let deadline = *shutdown_deadline.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = emitter.flush(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(4))) {
+                    log::error!("emitter \"{name}\": flush at shutdown: {e}");
+                }
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
