@@ -21,13 +21,19 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     build,
 };
 
+/// Both stdout emitters take only the common keys.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {}
 
 fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
+    build_json(conf, false)
+}
+
+/// A [`StdoutJson`] emitter after checking that `conf` holds no key of its own.
+fn build_json(conf: &PluginConf, pretty: bool) -> Result<Box<dyn Emitter>, BuildError> {
     let Config {} = conf.parse()?;
-    Ok(Box::new(StdoutJson { pretty: false, buf: String::new() }))
+    Ok(Box::new(StdoutJson { pretty, buf: String::new() }))
 }
 
 /// Writes payloads as JSON to stdout (`stdout`, and `stdout_pretty` with `pretty`).

@@ -7,9 +7,6 @@
 //! | `interval` | `0` | seconds between writes; every payload since the last write is written |
 //! | `blacklist` | `[]` | stats left out of this emitter's output (names or globs) |
 
-use serde::Deserialize;
-
-use super::StdoutJson;
 use badger_api::plugin::{BuildError, Emitter, EmitterContext, EmitterSpec, PluginConf};
 
 pub static SPEC: EmitterSpec = EmitterSpec {
@@ -19,11 +16,6 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     build,
 };
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {}
-
 fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
-    let Config {} = conf.parse()?;
-    Ok(Box::new(StdoutJson { pretty: true, buf: String::new() }))
+    super::build_json(conf, true)
 }

@@ -118,7 +118,8 @@ fn uses_outbox(p: &PluginDoc) -> bool {
 fn page(p: &PluginDoc) -> String {
     let doc = doc_of(&p.text);
     let rel = p.file.strip_prefix(root()).unwrap().display().to_string();
-    let mut s = format!("<!-- generated from {rel} and conf.d/{}.conf by tests/agent/docs.rs: do not edit -->\n\n", p.name);
+    let mut s =
+        format!("<!-- generated from {rel} and conf.d/{}.conf by tests/agent/docs.rs: do not edit -->\n\n", p.name);
     s.push_str(&format!("# {} `{}`\n\n", p.kind, p.name));
     for line in &doc {
         s.push_str(line);

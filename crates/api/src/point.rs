@@ -86,19 +86,7 @@ pub struct Point {
 impl Point {
     /// A point without tags whose name is `measurement.field`.
     pub fn simple(measurement: &'static str, field: &'static str, units: &'static str, value: Value) -> Point {
-        let mut name = String::with_capacity(measurement.len() + field.len() + 1);
-        name.push_str(measurement);
-        name.push('.');
-        name.push_str(field);
-        Point {
-            name,
-            value,
-            units: Cow::Borrowed(units),
-            measurement: Cow::Borrowed(measurement),
-            field: Cow::Borrowed(field),
-            tags: Vec::new(),
-            kind: Kind::Gauge,
-        }
+        Point::named(measurement, field, units, value, 0)
     }
 
     /// A point for one device: name `measurement.field.device`, one tag `tag=device`.
@@ -110,19 +98,26 @@ impl Point {
         device: &str,
         value: Value,
     ) -> Point {
-        let mut name = String::with_capacity(measurement.len() + field.len() + device.len() + 2);
+        let mut p = Point::named(measurement, field, units, value, device.len() + 1);
+        p.name.push('.');
+        p.name.push_str(device);
+        p.tags = vec![(Cow::Borrowed(tag), device.to_string())];
+        p
+    }
+
+    /// A gauge named `measurement.field`, with room for `more` bytes of name (one allocation).
+    fn named(measurement: &'static str, field: &'static str, units: &'static str, value: Value, more: usize) -> Point {
+        let mut name = String::with_capacity(measurement.len() + field.len() + 1 + more);
         name.push_str(measurement);
         name.push('.');
         name.push_str(field);
-        name.push('.');
-        name.push_str(device);
         Point {
             name,
             value,
             units: Cow::Borrowed(units),
             measurement: Cow::Borrowed(measurement),
             field: Cow::Borrowed(field),
-            tags: vec![(Cow::Borrowed(tag), device.to_string())],
+            tags: Vec::new(),
             kind: Kind::Gauge,
         }
     }
