@@ -106,13 +106,7 @@ mod tests {
     use badger_api::point::{HostMeta, Payload, Point, Value};
 
     fn meta(dc: &str, cluster: &str, host: &str) -> Arc<HostMeta> {
-        Arc::new(HostMeta {
-            datacenter: dc.into(),
-            cluster: cluster.into(),
-            hostname: host.into(),
-            ipv4: "10.0.0.1".into(),
-            ..HostMeta::default()
-        })
+        badger_test_support::payload::meta(dc, "", "", cluster, host)
     }
 
     fn render(format: Format, prefix: &str, payload: Payload) -> String {

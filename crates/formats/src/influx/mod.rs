@@ -206,29 +206,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use badger_api::matcher::Matcher;
-    use badger_api::plugin::Batch;
-    use badger_api::point::{HostMeta, Payload};
+    use badger_api::point::HostMeta;
+    use badger_test_support::payload;
 
     fn meta(dc: &str, cluster: &str, host: &str) -> Arc<HostMeta> {
-        Arc::new(HostMeta {
-            datacenter: dc.into(),
-            cluster: cluster.into(),
-            hostname: host.into(),
-            ipv4: "10.0.0.1".into(),
-            ..HostMeta::default()
-        })
+        payload::meta(dc, "", "", cluster, host)
     }
 
     fn encode(meta: Arc<HostMeta>, points: Vec<Point>, naming: Naming) -> (String, u64) {
-        let payloads = [Arc::new(Payload { meta, timestamp: 1_700_000_000, points })];
-        let m = Matcher::default();
-        let batch = Batch::new(&payloads, &m);
         let mut out = String::new();
         let mut n = 0;
-        for p in batch.payloads() {
-            n += encode_payload(&mut out, &p, naming);
-        }
+        payload::each_view(&[payload::payload(meta, 1_700_000_000, points)], |p| {
+            n += encode_payload(&mut out, p, naming)
+        });
         (out, n)
     }
 
