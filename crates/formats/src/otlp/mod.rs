@@ -9,8 +9,9 @@
 //! A badger name is `measurement.field` (`disk.reads`; for a point without measurement the
 //! first part of its stat name, `cpu.intr_total`), with the point's tags as attributes. A
 //! gauge (or rate) is an OTLP gauge; a cumulative counter ([`Kind::Counter`]) a cumulative,
-//! monotonic sum whose start time is the host's boot time for the host counters (`cpu`,
-//! `disk`, `network`: counted since boot) and the encoder's start for other counters.
+//! monotonic sum. The start time of a sum is the host's boot time for the host stats
+//! (`cpu`, `disk`, `network` counters, and the up-down sums made of memory, filesystem and
+//! disk gauges) and the encoder's start for other counters.
 //! Units: badger's `B` is `By`, `b` is `bit`, `percent` is `%`; others are kept.
 //!
 //! Points of one name in one payload are one metric with one data point per tag set, in

@@ -10,7 +10,8 @@
 //! Why prost and not the `opentelemetry-proto` crate: that crate pulls in `opentelemetry`
 //! and `opentelemetry_sdk` for its conversions, which badger does not use; prost alone (the
 //! runtime is a small varint/length-delimited codec, the derive a build-time macro) is all
-//! the messages need. Its cost in the release binary is in docs/reference/emitters/otlp.md.
+//! the messages need. Its cost in the release binary (with the emitter: 94.6 KiB) is in
+//! docs/reference/emitters/otlp.md.
 
 /// `ExportMetricsServiceRequest`: the body of `POST /v1/metrics`. Two encoded requests
 /// one after the other decode as one request holding the resource metrics of both
