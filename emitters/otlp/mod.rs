@@ -93,8 +93,11 @@
 //! `system.paging.operations`, `system.paging.faults`, `system.disk.io` of partitions
 //! (badger reports whole disks by default) and `system.cpu.utilization` are not sent (badger
 //! has no such stats, or has them as percent shares over the last interval, which go out
-//! under their badger names: `cpu.user`, …). badger's rates (`disk.reads`, `net.rx_bytes`, …)
-//! go out as gauges under their badger names beside the sums.
+//! under their badger names: `cpu.user`, …). Metrics carry no description. badger's rates
+//! (`disk.reads`, `net.rx_bytes`, …) and the counters without a twin
+//! (`cpu.guest_seconds_total`, `cpu.intr_total`, `cpu.context_switches_total`, the disk
+//! discard and flush counters, the other `network.*_total`) go out under their badger
+//! names beside the sums.
 
 pub mod http;
 
