@@ -423,3 +423,65 @@ fn unavailable_is_retried_after_retry_after_then_partial_success_is_counted() {
     flush(&mut e);
     assert_eq!(s.partial_rejected.load(Ordering::Relaxed), 6);
 }
+
+#[test]
+fn the_agent_sends_every_tick_through_the_collector() {
+    use badger_test_support::process::{badger, TempConfig};
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let Some(pkg) = otlp_pkg() else { return };
+    let receiver = Receiver::start(&pkg, "200");
+    let rotel = Rotel::start(&pkg, &receiver.endpoint());
+    let c = TempConfig::new(
+        r#"{"core": {"hostname": "agent-host", "ipv4": "", "ipv6": "", "region": "r1", "proc_root": "proc"},
+            "modules": ["load"], "emitters": ["stdout", "otlp"]}"#,
+        &[("otlp", &format!(r#"{{"endpoint": "{}"}}"#, rotel.endpoint()))],
+    );
+    c.write("proc/loadavg", "0.50 1.00 2.00 1/100 999\n");
+    let mut child = badger()
+        .args(["-f", "config.json"])
+        .current_dir(c.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start badger");
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| serde_json::from_str::<Json>(&l).expect("NDJSON")["timestamp"].as_i64().expect("timestamp"))
+            .collect::<Vec<i64>>()
+    });
+    std::thread::sleep(Duration::from_millis(3500));
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+    assert!(status.success(), "{err}");
+    let stamps = reader.join().expect("stdout reader");
+    assert!(stamps.len() >= 2, "{stamps:?}");
+    let got = receiver.wait_points(Duration::from_secs(10), "every tick of the agent", |p| {
+        p.iter().filter(|p| p["name"] == "system.cpu.load_average.1m").count() >= stamps.len()
+    });
+    let mut times: Vec<i64> = got
+        .iter()
+        .filter(|p| p["name"] == "system.cpu.load_average.1m")
+        .map(|p| {
+            assert_eq!(p["value"].as_f64(), Some(0.5));
+            let res = pairs(&p["resource"]);
+            assert_eq!(res[0], ("host.name".to_string(), "agent-host".to_string()));
+            assert!(res.contains(&("cloud.region".to_string(), "r1".to_string())), "{res:?}");
+            (p["time"].as_u64().unwrap() / NS) as i64
+        })
+        .collect();
+    times.sort();
+    assert_eq!(times, stamps, "each tick once, with the tick's time");
+    let five: Vec<&Json> = got.iter().filter(|p| p["name"] == "system.cpu.load_average.15m").collect();
+    assert_eq!(five[0]["value"].as_f64(), Some(2.0));
+    // load's other stats under their badger names.
+    assert!(got.iter().any(|p| p["name"] == "load.runnable_entities" && p["value"] == 1));
+    rotel.stop();
+}
