@@ -64,10 +64,14 @@
 //! | `load.one`, `load.five`, `load.fifteen` | `system.cpu.load_average.1m`, `.5m`, `.15m` | gauge, `{thread}` |
 //! | `cpu.cores` | `system.cpu.logical.count` | non-monotonic sum, `{cpu}` |
 //! | `cpu.speed` | `system.cpu.frequency` (MHz × 10⁶) | gauge, `Hz` |
-//! | `mem.memtotal` | `system.memory.limit` (and `mem.memtotal` too) | non-monotonic sum, `By` |
+//! | `mem.memtotal` | `system.memory.limit` | non-monotonic sum, `By` |
 //! | `mem.memfree`, `buffers`, `cached`, `sreclaimable`, `sunreclaim` | `system.memory.usage` (`state`: `used` = MemTotal − MemFree − Buffers − cached, `free`, `buffered`, `cached` = Cached + SReclaimable, `slab_reclaimable`, `slab_unreclaimable`) | non-monotonic sum, `By` |
 //! | the same | `system.memory.utilization` (`state`: each state / MemTotal) | gauge, `1` |
-//! | `mem.swaptotal`, `swapfree`, `swapcached` | `system.paging.usage` (`state`: `used` = total − free − cached, `free`, `cached`) and `system.paging.utilization` (`state`) | non-monotonic sum, `By`; gauge, `1` |
+//! | `mem.swaptotal`, `swapfree`, `swapcached` | `system.paging.usage` (`state`: `used` = total − free − cached, `free`, `cached`) and `system.paging.utilization` (`state`) (and `mem.swaptotal` too) | non-monotonic sum, `By`; gauge, `1` |
+//!
+//! The `mem.*` points these are made of go out under their badger names instead when a
+//! value needed (MemTotal, MemFree, Buffers, Cached; SwapTotal, SwapFree) is missing, e.g.
+//! blacklisted.
 //! | `disk.read_bytes_total`, `written_bytes_total` (counters) | `system.disk.io` (`device`, `direction`: `read`, `write`) | cumulative monotonic sum, `By` |
 //! | `disk.reads_completed_total`, `writes_completed_total` | `system.disk.operations` (`device`, `direction`) | sum, `{operations}` |
 //! | `disk.read_time_seconds_total`, `write_time_seconds_total` | `system.disk.operation_time` (`device`, `direction`) | sum, `s` |

@@ -131,6 +131,10 @@ impl Encoder {
             self.add_mapped(mp, self.boot_ns, time_ns);
             n += 1;
         }
+        for p in memory.leftover() {
+            self.add_badger(p, time_ns);
+            n += 1;
+        }
         if n == 0 {
             return 0;
         }

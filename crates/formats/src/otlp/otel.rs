@@ -140,9 +140,11 @@ pub fn map(p: &Point) -> Option<Mapped> {
 }
 
 /// The `/proc/meminfo` values that `system.memory.*` and `system.paging.*` are made of,
-/// gathered from one payload's `mem.*` points (bytes).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Memory {
+/// gathered from one payload's `mem.*` points (bytes), with the points they came from: when
+/// a value needed is missing (a blacklist took it), those points go out under their badger
+/// names instead ([`Memory::leftover`]).
+#[derive(Debug, Default, Clone)]
+pub struct Memory<'a> {
     total: Option<i64>,
     free: Option<i64>,
     buffers: Option<i64>,
@@ -152,30 +154,55 @@ pub struct Memory {
     swap_total: Option<i64>,
     swap_free: Option<i64>,
     swap_cached: Option<i64>,
+    mem_points: Vec<&'a Point>,
+    swap_points: Vec<&'a Point>,
 }
 
-impl Memory {
+impl<'a> Memory<'a> {
     /// Takes the point when it is one of the values; true if it was.
-    pub fn take(&mut self, p: &Point) -> bool {
+    pub fn take(&mut self, p: &'a Point) -> bool {
         if p.kind != Kind::Gauge || p.measurement != "mem" || !p.tags.is_empty() {
             return false;
         }
         let Value::Int(v) = p.value else { return false };
-        let slot = match p.field.as_ref() {
-            "memtotal" => &mut self.total,
-            "memfree" => &mut self.free,
-            "buffers" => &mut self.buffers,
-            "cached" => &mut self.cached,
-            "sreclaimable" => &mut self.sreclaimable,
-            "sunreclaim" => &mut self.sunreclaim,
-            "swaptotal" => &mut self.swap_total,
-            "swapfree" => &mut self.swap_free,
-            "swapcached" => &mut self.swap_cached,
+        let (slot, swap) = match p.field.as_ref() {
+            "memtotal" => (&mut self.total, false),
+            "memfree" => (&mut self.free, false),
+            "buffers" => (&mut self.buffers, false),
+            "cached" => (&mut self.cached, false),
+            "sreclaimable" => (&mut self.sreclaimable, false),
+            "sunreclaim" => (&mut self.sunreclaim, false),
+            // SwapTotal has no twin of its own: it goes out under its badger name too.
+            "swaptotal" => {
+                self.swap_total = Some(v);
+                return false;
+            }
+            "swapfree" => (&mut self.swap_free, true),
+            "swapcached" => (&mut self.swap_cached, true),
             _ => return false,
         };
         *slot = Some(v);
-        // SwapTotal has no twin of its own: it goes out under its badger name too.
-        p.field != "swaptotal"
+        if swap {
+            self.swap_points.push(p);
+        } else {
+            self.mem_points.push(p);
+        }
+        true
+    }
+
+    fn mem_complete(&self) -> bool {
+        self.total.is_some() && self.free.is_some() && self.buffers.is_some() && self.cached.is_some()
+    }
+
+    fn swap_complete(&self) -> bool {
+        self.swap_total.is_some() && self.swap_free.is_some()
+    }
+
+    /// The points taken that [`Memory::points`] cannot stand for (a value it needs is missing).
+    pub fn leftover(&self) -> impl Iterator<Item = &'a Point> + '_ {
+        let mem: &[&'a Point] = if self.mem_complete() { &[] } else { &self.mem_points };
+        let swap: &[&'a Point] = if self.swap_complete() { &[] } else { &self.swap_points };
+        mem.iter().chain(swap).copied()
     }
 
     /// `system.memory.limit` (MemTotal), `system.memory.usage` and `.utilization` by `state`, and `system.paging.usage` and

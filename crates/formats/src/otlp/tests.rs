@@ -264,6 +264,17 @@ fn badger_naming_keeps_every_point_under_its_name() {
 }
 
 #[test]
+fn memory_points_without_their_total_keep_their_badger_names() {
+    let points: Vec<Point> = sample().into_iter().filter(|p| p.field != "memtotal").collect();
+    let (r, _) = encode(Naming::Otel, points);
+    let names: Vec<String> = flat(&r).into_iter().map(|m| m.0).collect();
+    for want in ["mem.memfree", "mem.buffers", "mem.cached", "mem.sreclaimable", "mem.sunreclaim"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with("system.memory")), "{names:?}");
+}
+
+#[test]
 fn concatenated_requests_are_one_request() {
     let (one, _) = encode(Naming::Otel, sample());
     let mut both = one.encode_to_vec();
