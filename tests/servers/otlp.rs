@@ -485,3 +485,106 @@ fn the_agent_sends_every_tick_through_the_collector() {
     assert!(got.iter().any(|p| p["name"] == "load.runnable_entities" && p["value"] == 1));
     rotel.stop();
 }
+
+/// A one-purpose HTTPS server on loopback with a self-signed certificate for `localhost`:
+/// answers every request 200 with an empty body, and counts the requests and failed
+/// handshakes. Returns (port, certificate PEM, requests, failed handshakes).
+fn https_server() -> (u16, String, Arc<std::sync::atomic::AtomicU64>, Arc<std::sync::atomic::AtomicU64>) {
+    use rustls_pki_types::PrivateKeyDer;
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicU64;
+
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let pem = ck.cert.pem();
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .expect("server config"),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (r, f) = (requests.clone(), failed.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+            let tls = rustls::ServerConnection::new(cfg.clone()).expect("connection");
+            let mut s = rustls::StreamOwned::new(tls, tcp);
+            // One request after the other on the connection, until it closes.
+            loop {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                if !head.ends_with(b"\r\n\r\n") {
+                    if head.is_empty() && !s.conn.is_handshaking() {
+                        break;
+                    }
+                    if s.conn.is_handshaking() {
+                        f.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if s.read_exact(&mut body).is_err() {
+                    break;
+                }
+                r.fetch_add(1, Ordering::Relaxed);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n");
+                let _ = s.flush();
+            }
+        }
+    });
+    (port, pem, requests, failed)
+}
+
+#[test]
+fn https_with_the_given_ca_only() {
+    let (port, pem, requests, failed) = https_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), &pem).expect("write ca");
+    let conf = |extra: &str| {
+        let text =
+            format!(r#"{{"endpoint": "https://localhost:{port}", "retry_initial": "5s", "timeout": "3s"{extra}}}"#);
+        match Otlp::from_conf(&PluginConf::from_text("otlp", &dir.path().join("otlp.conf"), &text)) {
+            Ok(e) => e,
+            Err(e) => panic!("config: {e}"),
+        }
+    };
+    // With the certificate as ca_file: sent.
+    let mut e = conf(r#", "ca_file": "ca.pem""#);
+    emit(&mut e, &[tick(T0)]);
+    assert_eq!(e.stats().outbox.sent_points.load(Ordering::Relaxed), 2);
+    assert_eq!(requests.load(Ordering::Relaxed), 1);
+    drop(e);
+    // With the system's roots the self-signed certificate is refused: kept and retried.
+    let mut e = conf("");
+    emit(&mut e, &[tick(T0)]);
+    let s = e.stats();
+    assert_eq!(s.outbox.sent_points.load(Ordering::Relaxed), 0);
+    assert_eq!(s.outbox.retries.load(Ordering::Relaxed), 1);
+    assert_eq!(s.outbox.queued_records.load(Ordering::Relaxed), 1);
+    assert_eq!(requests.load(Ordering::Relaxed), 1);
+    let until = Instant::now() + Duration::from_secs(5);
+    while failed.load(Ordering::Relaxed) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 1, "one refused handshake");
+}
