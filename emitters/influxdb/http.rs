@@ -308,7 +308,7 @@ impl HttpTransport {
 }
 
 /// Writes `records`, one after the other, as one gzip member (RFC 1952) to `out`.
-fn gzip(c: &mut Compress, records: &[&[u8]], out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn gzip(c: &mut Compress, records: &[&[u8]], out: &mut Vec<u8>) -> Result<(), String> {
     c.reset();
     // Magic, deflate, no flags, no mtime, no extra flags, OS unknown.
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);

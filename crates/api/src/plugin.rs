@@ -111,6 +111,16 @@ impl<'a> Batch<'a> {
         self.payloads.iter().map(move |p| PayloadView { payload: p, blacklist }).filter(|v| v.points().next().is_some())
     }
 
+    /// Payloads in tick order, seen by an emitter that reads counters too
+    /// ([`PayloadView::all_points`]); those left empty by the blacklist are skipped.
+    pub fn all_payloads(&self) -> impl Iterator<Item = PayloadView<'a>> + '_ {
+        let blacklist = self.blacklist;
+        self.payloads
+            .iter()
+            .map(move |p| PayloadView { payload: p, blacklist })
+            .filter(|v| v.all_points().next().is_some())
+    }
+
     pub fn len(&self) -> usize {
         self.payloads.len()
     }

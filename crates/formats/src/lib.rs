@@ -8,11 +8,13 @@
 //! | [`influx`] | InfluxDB line protocol, Telegraf naming | `influxdb`, `kafka` |
 //! | [`graphite`] | Graphite plaintext, tags and pickle | `graphite`, `kafka` |
 //! | [`prometheus`] | Prometheus text 0.0.4 / OpenMetrics: parse, write, exposition | `prometheus`, `pushgateway`, `prometheus_scrape`, `pushgateway_receiver` |
+//! | [`otlp`] | OTLP metrics (protobuf), host-metrics naming | `otlp` |
 //! | [`pulse`] | the Pulse relay protocol | `pulse` emitter, Pulse server |
 
 pub mod graphite;
 pub mod influx;
 pub mod json;
+pub mod otlp;
 pub mod plugin_json;
 pub mod prometheus;
 pub mod pulse;

@@ -27,6 +27,8 @@
 //! * **Retries.** After a failed send ([`SendError::Retry`]) nothing is sent for
 //!   `retry_initial`, doubled on every further failure up to `retry_max`, ±20% jitter
 //!   (never more than `retry_max`); `pump` returns at once meanwhile. A success resets it.
+//!   An emitter whose server says how long to wait (HTTP `Retry-After`) sets that wait
+//!   instead with [`Outbox::retry_after`] (at most `retry_max` too).
 //!   One `pump` sends for `send_budget` at most (it stops after the send that used it up),
 //!   so an emitter thread is never held for long.
 //! * **Shutdown.** [`Outbox::close`] makes one last attempt regardless of the backoff,
@@ -677,6 +679,23 @@ impl Outbox {
                 self.len()
             );
         }
+    }
+
+    /// The server said when to try again (HTTP `Retry-After`) on the send that just failed:
+    /// nothing is sent for `wait` (at most `retry_max`) instead of the backoff. Does nothing
+    /// when the last send did not fail.
+    pub fn retry_after(&mut self, wait: Duration) {
+        if self.retry_at.is_none() {
+            return;
+        }
+        let now = self.now();
+        let wait = wait.min(self.retry_max);
+        self.retry_at = Some(now.checked_add(wait).unwrap_or(now));
+        log::debug!(
+            "emitter \"{}\": the server asked to wait {:.1}s before the next send",
+            self.name,
+            wait.as_secs_f64()
+        );
     }
 
     /// The wait after the current run of failures: capped exponential, ±20% jitter.

@@ -240,6 +240,34 @@ fn backoff_doubles_with_jitter_up_to_the_cap_and_resets_after_a_success() {
 }
 
 #[test]
+fn retry_after_replaces_the_backoff_up_to_retry_max() {
+    let cfg = OutboxConfig {
+        retry_initial: Duration::from_secs(1),
+        retry_max: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let (mut ob, clock) = outbox(&cfg);
+    let mut t = Fake::new(Mode::Fail);
+    ob.push("r0", 1);
+    // Nothing failed yet: no effect.
+    ob.retry_after(Duration::from_secs(7));
+    assert_eq!(ob.retry_at, None);
+    assert_eq!(ob.pump(&mut t), Pump::Failed);
+    ob.retry_after(Duration::from_secs(7));
+    assert_eq!(ob.retry_at.unwrap() - clock.now(), Duration::from_secs(7));
+    clock.advance(Duration::from_millis(6999));
+    assert_eq!(ob.pump(&mut t), Pump::BackingOff);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(ob.pump(&mut t), Pump::Failed);
+    ob.retry_after(Duration::from_secs(3600));
+    assert_eq!(ob.retry_at.unwrap() - clock.now(), Duration::from_secs(30));
+    t.mode = Mode::Ok;
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(ob.pump(&mut t), Pump::Drained);
+    assert_eq!(t.delivered(), ["r0"]);
+}
+
+#[test]
 fn jitter_spreads_the_waits() {
     let (mut ob, _clock) = outbox(&OutboxConfig::default());
     ob.failures = 3;
