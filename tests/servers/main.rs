@@ -10,6 +10,7 @@ mod graphite;
 mod http_listener;
 mod influxdb;
 mod kafka;
+mod node_exporter;
 mod prometheus;
 mod promfetch;
 mod push_receiver;
