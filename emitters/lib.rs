@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod prometheus;
 pub mod pulse;
 pub mod pushgateway;
+pub mod remote_write;
 pub mod stdout;
 
 /// Every built-in emitter.
@@ -21,6 +22,7 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &graphite::SPEC,
     &prometheus::SPEC,
     &pushgateway::SPEC,
+    &remote_write::SPEC,
     &pulse::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,

@@ -14,3 +14,4 @@ mod node_exporter;
 mod prometheus;
 mod promfetch;
 mod push_receiver;
+mod remote_write;
