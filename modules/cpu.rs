@@ -27,6 +27,11 @@
 //! | `cpu.procs_blocked` | | int | gauge | threads blocked on I/O now |
 //! | `cpu.ctxt_per_sec` | | float | rate | context switches per second, all cores |
 //! | `cpu.ctxt_per_sec_per_core` | | float | rate | `ctxt_per_sec` divided by the number of cores |
+//! | `cpu.seconds_total.<cpu>.<mode>` | s | float | counter | seconds core `<cpu>` spent in `<mode>` since boot (ticks / 100): `user`, `nice`, `system`, `idle`, `iowait`, `irq`, `softirq`, `steal`; tags `cpu` (`0`, `1`, …) and `mode` |
+//! | `cpu.guest_seconds_total.<cpu>.<mode>` | s | float | counter | seconds core `<cpu>` ran guests since boot, `mode` `user` (guest) or `nice` (guest_nice) |
+//! | `cpu.intr_total` | | int | counter | interrupts serviced since boot (first number of the `intr` line) |
+//! | `cpu.context_switches_total` | | int | counter | context switches since boot (`ctxt`) |
+//! | `cpu.forks_total` | | int | counter | processes and threads created since boot (`processes`) |
 //!
 //! | key | default | meaning |
 //! |---|---|---|
@@ -39,13 +44,22 @@
 //! are no shares. Shares and rates are absent on the first collection. A kernel that prints
 //! fewer than ten columns gets only the states it prints. Cores are counted from the `cpuN`
 //! lines of each read, so a core taken offline drops out of `ctxt_per_sec_per_core`.
+//!
+//! The counters (kind `counter`: raw cumulative values, hidden from the emitters that print
+//! Stat Badger's stats, read by exposition formats such as OTLP and Prometheus) are present on
+//! every collection, the first included, whatever `per_core` says. They follow
+//! node_exporter: `seconds_total` is measurement `cpu`, field `seconds_total`, one point per
+//! core and mode, ticks divided by USER_HZ (100 on every Linux architecture badger runs on);
+//! as in node_exporter (and the kernel's own columns), `user` and `nice` include the guest
+//! time that `guest_seconds_total` reports again. `intr_total`, `context_switches_total` and
+//! `forks_total` have an empty measurement (node_exporter's `node_intr_total`, …).
 
 use std::time::Instant;
 
 use serde::Deserialize;
 
 use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
-use badger_api::point::{Point, Value};
+use badger_api::point::{Point, Text, Value};
 use badger_api::procfile::ProcFile;
 use badger_api::rate::Rate;
 
@@ -69,6 +83,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
         cur: ProcStat::default(),
         prev: ProcStat::default(),
         labels: Vec::new(),
+        numbers: Vec::new(),
         forks: Rate::default(),
         ctxt: Rate::default(),
     }))
@@ -127,6 +142,8 @@ pub struct ProcStat {
     /// `cpuN` lines in file order: (N, times).
     pub cores: Vec<(u32, CpuTimes)>,
     pub ctxt: Option<u64>,
+    /// The first number of the `intr` line: interrupts since boot.
+    pub intr: Option<u64>,
     pub btime: Option<u64>,
     pub processes: Option<u64>,
     pub procs_running: Option<u64>,
@@ -138,6 +155,7 @@ pub fn parse(text: &str, out: &mut ProcStat) {
     out.cpu = None;
     out.cores.clear();
     out.ctxt = None;
+    out.intr = None;
     out.btime = None;
     out.processes = None;
     out.procs_running = None;
@@ -147,6 +165,7 @@ pub fn parse(text: &str, out: &mut ProcStat) {
         match label {
             "cpu" => out.cpu = CpuTimes::parse(rest),
             "ctxt" => out.ctxt = rest.trim().parse().ok(),
+            "intr" => out.intr = rest.split_ascii_whitespace().next().and_then(|n| n.parse().ok()),
             "btime" => out.btime = rest.trim().parse().ok(),
             "processes" => out.processes = rest.trim().parse().ok(),
             "procs_running" => out.procs_running = rest.trim().parse().ok(),
@@ -174,6 +193,8 @@ struct Cpu {
     prev: ProcStat,
     /// `cpuN` tag values, made once per core.
     labels: Vec<String>,
+    /// `N` tag values (the counters' `cpu` tag, as node_exporter), made once per core.
+    numbers: Vec<String>,
     forks: Rate,
     ctxt: Rate,
 }
@@ -186,6 +207,38 @@ fn core_label(labels: &mut Vec<String>, n: u32) -> &str {
         labels.push(format!("cpu{next}"));
     }
     &labels[n]
+}
+
+/// The number tag value of core `n`, made on first use.
+fn core_number(numbers: &mut Vec<String>, n: u32) -> &str {
+    let n = n as usize;
+    while numbers.len() <= n {
+        let next = numbers.len();
+        numbers.push(next.to_string());
+    }
+    &numbers[n]
+}
+
+/// Kernel ticks per second of the `cpu` lines (USER_HZ).
+pub const USER_HZ: f64 = 100.0;
+
+/// The modes of `seconds_total`, in the kernel's column order (node_exporter's names).
+const MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+
+/// A counter of one core and mode: name `cpu.<field>.<cpu>.<mode>`, tags `cpu`, `mode`.
+fn core_counter(field: &'static str, cpu: &str, mode: &'static str, ticks: u64) -> Point {
+    let mut p = Point::device("cpu", field, "s", "cpu", cpu, Value::Float(ticks as f64 / USER_HZ)).counter();
+    p.name.push('.');
+    p.name.push_str(mode);
+    p.tags.push((Text::Borrowed("mode"), mode.to_string()));
+    p
+}
+
+/// A counter without measurement or tags: name `cpu.<field>`.
+fn plain_counter(field: &'static str, v: u64) -> Point {
+    let mut p = Point::simple("cpu", field, "", Value::from(v)).counter();
+    p.measurement = Text::Borrowed("");
+    p
 }
 
 fn push_shares(out: &mut Vec<Point>, shares: &[f64; 10], columns: usize, core: Option<&str>) {
@@ -246,6 +299,24 @@ impl Module for Cpu {
                 }
             }
         }
+        for &(n, times) in &self.cur.cores {
+            let cpu = core_number(&mut self.numbers, n);
+            for (mode, &t) in MODES.iter().zip(&times.ticks).take(times.columns) {
+                out.push(core_counter("seconds_total", cpu, mode, t));
+            }
+            for (mode, &t) in ["user", "nice"].iter().zip(&times.ticks[8..]).take(times.columns.saturating_sub(8)) {
+                out.push(core_counter("guest_seconds_total", cpu, mode, t));
+            }
+        }
+        for (field, v) in [
+            ("intr_total", self.cur.intr),
+            ("context_switches_total", self.cur.ctxt),
+            ("forks_total", self.cur.processes),
+        ] {
+            if let Some(v) = v {
+                out.push(plain_counter(field, v));
+            }
+        }
         std::mem::swap(&mut self.cur, &mut self.prev);
         Ok(())
     }
@@ -255,9 +326,18 @@ impl Module for Cpu {
 mod tests {
     use super::*;
     use badger_api::plugin::BuildError;
+    use badger_api::point::Kind;
     use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("cpu.rs");
+
+    /// A counter as the test compares it: name, tags, value.
+    type Row = (String, Vec<(String, String)>, Value);
+
+    /// The points Stat Badger printed (the counters left out).
+    fn gauges(p: Vec<Point>) -> Vec<Point> {
+        p.into_iter().filter(|p| p.kind == Kind::Gauge).collect()
+    }
 
     /// The numbers of one line of a fixture's /proc/stat, parsed independently of the module.
     fn line(text: &str, label: &str) -> Vec<u64> {
@@ -319,7 +399,9 @@ mod tests {
         for tree in fixture::TREES {
             let root = FixtureRoot::new(tree);
             let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
-            let p = fixture::collect(m.as_mut(), 0.0);
+            let all = fixture::collect(m.as_mut(), 0.0);
+            fixture::assert_documented(SOURCE, &all);
+            let p = gauges(all);
             assert_eq!(fixture::names(&p), ["cpu.procs_running", "cpu.procs_blocked"], "{tree}");
             let text = fixture::read(tree, "t0", "proc/stat");
             assert_eq!(fixture::int(&p, "cpu.procs_running") as u64, line(&text, "procs_running")[0]);
@@ -335,8 +417,9 @@ mod tests {
             let mut m = fixture::build(&SPEC, &root.ctx(), r#"{"per_core": true}"#);
             fixture::collect(m.as_mut(), 0.0);
             root.advance();
-            let p = fixture::collect(m.as_mut(), 1.0);
-            fixture::assert_documented(SOURCE, &p);
+            let all = fixture::collect(m.as_mut(), 1.0);
+            fixture::assert_documented(SOURCE, &all);
+            let p = gauges(all);
 
             let t0 = fixture::read(tree, "t0", "proc/stat");
             let t1 = fixture::read(tree, "t1", "proc/stat");
@@ -390,6 +473,59 @@ mod tests {
     }
 
     #[test]
+    fn counters_equal_the_fixture_on_every_collection() {
+        for tree in fixture::TREES {
+            let root = FixtureRoot::new(tree);
+            // per_core does not matter to the counters.
+            let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+            for (snap, secs) in [("t0", 0.0), ("t1", 1.0)] {
+                if snap == "t1" {
+                    root.advance();
+                }
+                let p: Vec<Point> =
+                    fixture::collect(m.as_mut(), secs).into_iter().filter(|p| p.kind == Kind::Counter).collect();
+                fixture::assert_documented(SOURCE, &p);
+                let text = fixture::read(tree, snap, "proc/stat");
+                let mut want: Vec<Row> = Vec::new();
+                for l in text.lines() {
+                    let label = l.split_whitespace().next().unwrap_or("");
+                    let Some(n) = label.strip_prefix("cpu").filter(|n| !n.is_empty()) else { continue };
+                    let ticks = line(&text, label);
+                    let modes = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+                    for (mode, t) in modes.iter().zip(&ticks) {
+                        let tags = vec![("cpu".to_string(), n.to_string()), ("mode".to_string(), mode.to_string())];
+                        want.push((format!("cpu.seconds_total.{n}.{mode}"), tags, Value::Float(*t as f64 / 100.0)));
+                    }
+                    for (mode, t) in ["user", "nice"].iter().zip(ticks.iter().skip(8)) {
+                        let tags = vec![("cpu".to_string(), n.to_string()), ("mode".to_string(), mode.to_string())];
+                        want.push((
+                            format!("cpu.guest_seconds_total.{n}.{mode}"),
+                            tags,
+                            Value::Float(*t as f64 / 100.0),
+                        ));
+                    }
+                }
+                for (field, label) in
+                    [("intr_total", "intr"), ("context_switches_total", "ctxt"), ("forks_total", "processes")]
+                {
+                    want.push((format!("cpu.{field}"), vec![], Value::Int(line(&text, label)[0] as i64)));
+                }
+                let got: Vec<Row> = p
+                    .iter()
+                    .map(|p| {
+                        (p.name.clone(), p.tags.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), p.value)
+                    })
+                    .collect();
+                assert_eq!(got, want, "{tree} {snap}");
+                for p in &p {
+                    let (measurement, units) = if p.tags.is_empty() { ("", "") } else { ("cpu", "s") };
+                    assert_eq!((p.measurement.as_ref(), p.units.as_ref()), (measurement, units), "{}", p.name);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn synth_iowait_going_back_counts_as_zero() {
         // linux-4.19-synth: cpu1's iowait (and so the aggregate's) goes back between t0 and t1.
         let root = FixtureRoot::new("linux-4.19-synth");
@@ -409,7 +545,7 @@ mod tests {
         let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
         fixture::collect(m.as_mut(), 0.0);
         root.advance();
-        let p = fixture::collect(m.as_mut(), 1.0);
+        let p = gauges(fixture::collect(m.as_mut(), 1.0));
         assert_eq!(p.len(), 15);
         assert!(p.iter().all(|p| p.tags.is_empty()));
     }

@@ -16,6 +16,22 @@
 //! | `disk.io_weighted_time.<d>` | ms | float | rate | busy milliseconds × I/Os in flight, per second |
 //! | `disk.read_thruput.<d>` | B | float | rate | bytes read per second (`read_sectors` × 512) |
 //! | `disk.write_thruput.<d>` | B | float | rate | bytes written per second (`write_sectors` × 512) |
+//! | `disk.reads_completed_total.<d>` | | int | counter | reads completed since boot |
+//! | `disk.reads_merged_total.<d>` | | int | counter | adjacent reads merged since boot |
+//! | `disk.read_bytes_total.<d>` | B | int | counter | bytes read since boot (sectors × 512) |
+//! | `disk.read_time_seconds_total.<d>` | s | float | counter | seconds spent reading since boot |
+//! | `disk.writes_completed_total.<d>` | | int | counter | writes completed since boot |
+//! | `disk.writes_merged_total.<d>` | | int | counter | adjacent writes merged since boot |
+//! | `disk.written_bytes_total.<d>` | B | int | counter | bytes written since boot (sectors × 512) |
+//! | `disk.write_time_seconds_total.<d>` | s | float | counter | seconds spent writing since boot |
+//! | `disk.io_time_seconds_total.<d>` | s | float | counter | seconds the device was busy since boot |
+//! | `disk.io_time_weighted_seconds_total.<d>` | s | float | counter | busy seconds × I/Os in flight since boot |
+//! | `disk.discards_completed_total.<d>` | | int | counter | discards completed since boot (kernel 4.18+) |
+//! | `disk.discards_merged_total.<d>` | | int | counter | adjacent discards merged since boot (4.18+) |
+//! | `disk.discarded_sectors_total.<d>` | | int | counter | 512-byte sectors discarded since boot (4.18+) |
+//! | `disk.discard_time_seconds_total.<d>` | s | float | counter | seconds spent discarding since boot (4.18+) |
+//! | `disk.flush_requests_total.<d>` | | int | counter | flush requests completed since boot (5.5+) |
+//! | `disk.flush_requests_time_seconds_total.<d>` | s | float | counter | seconds spent flushing since boot (5.5+) |
 //! | `fs.total.<mount>` | B | int | gauge | size of the filesystem (`f_blocks` × `f_frsize`) |
 //! | `fs.used.<mount>` | B | int | gauge | bytes in use (`f_blocks` − `f_bfree`) |
 //! | `fs.free.<mount>` | B | int | gauge | bytes available to unprivileged users (`f_bavail`) |
@@ -32,6 +48,13 @@
 //! went backwards; `disk.io` is present from the first. `fs.used_percent` is absent when
 //! used + free is 0, `fs.inodes_used_percent` when the filesystem has no inodes (btrfs).
 //! A mount whose statvfs fails is skipped for that collection.
+//!
+//! The `*_total` counters (kind `counter`: raw cumulative values, hidden from the emitters
+//! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus)
+//! follow node_exporter's `node_disk_*` names and units; they are present on every collection
+//! of a selected device, the first included, after its rates. The discard counters need the
+//! 18-field lines of kernel 4.18+, the flush counters the 20-field lines of 5.5+; an older
+//! kernel's lines give none.
 //!
 //! | key | default | meaning |
 //! |---|---|---|
@@ -412,6 +435,39 @@ fn push_rate(out: &mut Vec<Point>, field: &'static str, units: &'static str, dev
     }
 }
 
+/// The node_exporter-style counters of one device line, in node_exporter's order.
+fn push_counters(out: &mut Vec<Point>, d: &DiskStat) {
+    let name = d.name.as_str();
+    let int = |field, units, v: u64| Point::device("disk", field, units, "device", name, Value::from(v)).counter();
+    let secs =
+        |field, ms: u64| Point::device("disk", field, "s", "device", name, Value::Float(ms as f64 / 1000.0)).counter();
+    out.extend([
+        int("reads_completed_total", "", d.reads),
+        int("reads_merged_total", "", d.merged),
+        int("read_bytes_total", "B", d.sectors_read.saturating_mul(512)),
+        secs("read_time_seconds_total", d.time_reading),
+        int("writes_completed_total", "", d.writes),
+        int("writes_merged_total", "", d.writes_merged),
+        int("written_bytes_total", "B", d.sectors_written.saturating_mul(512)),
+        secs("write_time_seconds_total", d.time_writing),
+        secs("io_time_seconds_total", d.time_in_progress),
+        secs("io_time_weighted_seconds_total", d.weighted_time_in_progress),
+    ]);
+    if let (Some(n), Some(m), Some(s), Some(t)) =
+        (d.discards, d.discards_merged, d.sectors_discarded, d.time_discarding)
+    {
+        out.extend([
+            int("discards_completed_total", "", n),
+            int("discards_merged_total", "", m),
+            int("discarded_sectors_total", "", s),
+            secs("discard_time_seconds_total", t),
+        ]);
+    }
+    if let (Some(n), Some(t)) = (d.flushes, d.time_flushing) {
+        out.extend([int("flush_requests_total", "", n), secs("flush_requests_time_seconds_total", t)]);
+    }
+}
+
 struct Disk {
     diskstats: ProcFile,
     selection: DeviceSelection,
@@ -491,6 +547,7 @@ impl Module for Disk {
             }
             push_rate(out, "read_thruput", "B", name, rates[2].map(|s| s * 512.0));
             push_rate(out, "write_thruput", "B", name, rates[6].map(|s| s * 512.0));
+            push_counters(out, &d);
         }
         devices.retain(|_, s| std::mem::take(&mut s.seen));
         if let Some(fs) = filesystems {
@@ -503,6 +560,7 @@ impl Module for Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use badger_api::point::Kind;
     use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("disk.rs");
@@ -561,6 +619,11 @@ mod tests {
             Ok(d) => d,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// The points Stat Badger printed (the counters left out).
+    fn gauges(p: Vec<Point>) -> Vec<Point> {
+        p.into_iter().filter(|p| p.kind == Kind::Gauge).collect()
     }
 
     /// The devices that have a `disk.io` point, in order.
@@ -650,7 +713,7 @@ mod tests {
         for &(tree, want) in DEFAULTS {
             let root = FixtureRoot::new(tree);
             let mut m = disk(&root, r#"{"filesystems": false}"#);
-            let p = fixture::collect(&mut m, 0.0);
+            let p = gauges(fixture::collect(&mut m, 0.0));
             assert_eq!(devices(&p), want, "{tree}");
             // Only the in-flight gauge on the first collection.
             assert_eq!(p.len(), want.len(), "{tree}");
@@ -692,8 +755,9 @@ mod tests {
             let mut m = disk(&root, conf);
             fixture::collect(&mut m, 0.0);
             root.advance();
-            let p = fixture::collect(&mut m, 1.0);
-            fixture::assert_documented(SOURCE, &p);
+            let all = fixture::collect(&mut m, 1.0);
+            fixture::assert_documented(SOURCE, &all);
+            let p = gauges(all);
             assert_eq!(devices(&p), want, "{tree}");
             let disk_points: Vec<&Point> = p.iter().filter(|p| p.measurement == "disk").collect();
             assert_eq!(disk_points.len(), 13 * want.len(), "{tree}");
@@ -748,6 +812,63 @@ mod tests {
     }
 
     #[test]
+    fn counters_equal_the_fixture_on_every_collection() {
+        // vm-6.18 has 20-field lines (discards and flushes); linux-4.19-synth has older ones.
+        for &(tree, want) in DEFAULTS {
+            let root = FixtureRoot::new(tree);
+            let mut m = disk(&root, r#"{"filesystems": false}"#);
+            for (snap, secs) in [("t0", 0.0), ("t1", 1.0)] {
+                if snap == "t1" {
+                    root.advance();
+                }
+                let p: Vec<Point> =
+                    fixture::collect(&mut m, secs).into_iter().filter(|p| p.kind == Kind::Counter).collect();
+                fixture::assert_documented(SOURCE, &p);
+                let mut expected = Vec::new();
+                for dev in want.iter() {
+                    let f = fields_of(tree, snap, dev);
+                    let int = |name: &str, units: &str, v: u64| {
+                        (format!("disk.{name}.{dev}"), units.to_string(), Value::Int(v as i64))
+                    };
+                    let secs = |name: &str, v: u64| {
+                        (format!("disk.{name}.{dev}"), "s".to_string(), Value::Float(v as f64 / 1000.0))
+                    };
+                    expected.extend([
+                        int("reads_completed_total", "", f[0]),
+                        int("reads_merged_total", "", f[1]),
+                        int("read_bytes_total", "B", f[2] * 512),
+                        secs("read_time_seconds_total", f[3]),
+                        int("writes_completed_total", "", f[4]),
+                        int("writes_merged_total", "", f[5]),
+                        int("written_bytes_total", "B", f[6] * 512),
+                        secs("write_time_seconds_total", f[7]),
+                        secs("io_time_seconds_total", f[9]),
+                        secs("io_time_weighted_seconds_total", f[10]),
+                    ]);
+                    if f.len() >= 15 {
+                        expected.extend([
+                            int("discards_completed_total", "", f[11]),
+                            int("discards_merged_total", "", f[12]),
+                            int("discarded_sectors_total", "", f[13]),
+                            secs("discard_time_seconds_total", f[14]),
+                        ]);
+                    }
+                    if f.len() >= 17 {
+                        expected.extend([
+                            int("flush_requests_total", "", f[15]),
+                            secs("flush_requests_time_seconds_total", f[16]),
+                        ]);
+                    }
+                }
+                let got: Vec<(String, String, Value)> =
+                    p.iter().map(|p| (p.name.clone(), p.units.to_string(), p.value)).collect();
+                assert_eq!(got, expected, "{tree} {snap}");
+                assert!(p.iter().all(|p| p.measurement == "disk" && p.tags.len() == 1 && p.tags[0].0 == "device"));
+            }
+        }
+    }
+
+    #[test]
     fn listed_devices_are_used_as_given() {
         let cases: &[(&str, &str, &[&str])] = &[
             ("linux-4.19-synth", r#"{"disks_to_check": " sda , nvme0n1p1,,"}"#, &["sda", "nvme0n1p1"]),
@@ -774,7 +895,7 @@ mod tests {
         let mut f: Vec<String> = vda.split_whitespace().map(String::from).collect();
         f[3] = "5".into(); // reads
         root.write("proc/diskstats", &t1.replace(vda, &f.join(" ")));
-        let p = fixture::collect(&mut m, 1.0);
+        let p = gauges(fixture::collect(&mut m, 1.0));
         assert_eq!(fixture::value(&p, "disk.reads.vda"), None);
         assert!(fixture::value(&p, "disk.read_sectors.vda").is_some());
         assert!(fixture::value(&p, "disk.read_thruput.vda").is_some());
@@ -792,17 +913,17 @@ mod tests {
         let without: String = t1.lines().filter(|l| !l.contains(" sdb ")).map(|l| format!("{l}\n")).collect();
         root.write("proc/diskstats", &without);
         root.remove("sys/block/sdb");
-        let p = fixture::collect(&mut m, 1.0);
+        let p = gauges(fixture::collect(&mut m, 1.0));
         assert_eq!(devices(&p), ["sda", "nvme0n1", "dm-0", "md0"]);
         assert_eq!(p.len(), 4 * 13);
         // Back (as a new disk): the gauge at once, rates from the next collection.
         root.write("proc/diskstats", &t1);
         root.write("sys/block/sdb/.keep", "");
-        let p = fixture::collect(&mut m, 2.0);
+        let p = gauges(fixture::collect(&mut m, 2.0));
         assert_eq!(devices(&p), DEFAULTS[2].1);
         assert!(fixture::value(&p, "disk.reads.sdb").is_none());
         assert_eq!(fixture::int(&p, "disk.io.sdb"), 0);
-        let p = fixture::collect(&mut m, 3.0);
+        let p = gauges(fixture::collect(&mut m, 3.0));
         assert_eq!(fixture::float(&p, "disk.reads.sdb"), 0.0);
         assert_eq!(p.len(), 5 * 13);
     }

@@ -4,11 +4,12 @@
 //! Regenerate with `BADGER_BLESS=1 cargo test -p badger-modules golden`.
 //!
 //! Each file holds the first collection (on `t0`) and the second one second later (on `t1`),
-//! one point a line: `name value units measurement.field tag=value…`.
+//! one point a line: `name value units measurement.field tag=value…`, with ` counter` at the
+//! end of a raw cumulative counter (`Kind::Counter`).
 
 use std::fmt::Write;
 
-use badger_api::point::{Point, Value};
+use badger_api::point::{Kind, Point, Value};
 use badger_test_support::fixture::{self, FixtureRoot};
 
 /// Each module with the config it runs under for the golden output.
@@ -30,6 +31,9 @@ fn line(out: &mut String, p: &Point) {
     let _ = write!(out, "{} {value} {:?} {}.{}", p.name, p.units, p.measurement, p.field);
     for (k, v) in &p.tags {
         let _ = write!(out, " {k}={v}");
+    }
+    if p.kind == Kind::Counter {
+        out.push_str(" counter");
     }
     out.push('\n');
 }

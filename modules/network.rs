@@ -20,11 +20,33 @@
 //! | `net.tx_compressed.<i>` | | float | rate | compressed packets sent per second |
 //! | `net.rx_bits.<i>` | b | float | rate | bits received per second (`rx_bytes` × 8) |
 //! | `net.tx_bits.<i>` | b | float | rate | bits sent per second (`tx_bytes` × 8) |
+//! | `network.receive_bytes_total.<i>` | B | int | counter | bytes received since the interface appeared (column 1), tag `device` |
+//! | `network.receive_packets_total.<i>` |  | int | counter | packets received since the interface appeared (column 2), tag `device` |
+//! | `network.receive_errs_total.<i>` |  | int | counter | receive errors since the interface appeared (column 3), tag `device` |
+//! | `network.receive_drop_total.<i>` |  | int | counter | received packets dropped since the interface appeared (column 4), tag `device` |
+//! | `network.receive_fifo_total.<i>` |  | int | counter | receive FIFO overruns since the interface appeared (column 5), tag `device` |
+//! | `network.receive_frame_total.<i>` |  | int | counter | receive framing errors since the interface appeared (column 6), tag `device` |
+//! | `network.receive_compressed_total.<i>` |  | int | counter | compressed packets received since the interface appeared (column 7), tag `device` |
+//! | `network.receive_multicast_total.<i>` |  | int | counter | multicast packets received since the interface appeared (column 8), tag `device` |
+//! | `network.transmit_bytes_total.<i>` | B | int | counter | bytes sent since the interface appeared (column 9), tag `device` |
+//! | `network.transmit_packets_total.<i>` |  | int | counter | packets sent since the interface appeared (column 10), tag `device` |
+//! | `network.transmit_errs_total.<i>` |  | int | counter | transmit errors since the interface appeared (column 11), tag `device` |
+//! | `network.transmit_drop_total.<i>` |  | int | counter | outgoing packets dropped since the interface appeared (column 12), tag `device` |
+//! | `network.transmit_fifo_total.<i>` |  | int | counter | transmit FIFO errors since the interface appeared (column 13), tag `device` |
+//! | `network.transmit_colls_total.<i>` |  | int | counter | collisions since the interface appeared (column 14), tag `device` |
+//! | `network.transmit_carrier_total.<i>` |  | int | counter | carrier losses since the interface appeared (column 15), tag `device` |
+//! | `network.transmit_compressed_total.<i>` |  | int | counter | compressed packets sent since the interface appeared (column 16), tag `device` |
 //!
 //! Points carry the tag `interface`; interfaces come in `/proc/net/dev` order. Every stat is a
 //! rate, so the first collection of an interface reports nothing for it; a counter that went
 //! backwards (a driver reset) leaves that rate out once. Stat Badger spelled `tx_carrier`
 //! `tx_carier`; badger spells it right.
+//!
+//! The `network.*_total` counters (kind `counter`: the raw columns, hidden from the emitters
+//! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus)
+//! follow node_exporter's `node_network_*` names: measurement `network`, tag `device` (not
+//! `interface`). They are present on every collection of a selected interface, the first
+//! included, after its rates.
 //!
 //! | key | default | meaning |
 //! |---|---|---|
@@ -83,6 +105,26 @@ pub const FIELDS: [(&str, &str); 16] = [
     ("tx_colls", ""),
     ("tx_carrier", ""),
     ("tx_compressed", ""),
+];
+
+/// The node_exporter names of the 16 columns (`node_network_<name>`).
+pub const COUNTERS: [&str; 16] = [
+    "receive_bytes_total",
+    "receive_packets_total",
+    "receive_errs_total",
+    "receive_drop_total",
+    "receive_fifo_total",
+    "receive_frame_total",
+    "receive_compressed_total",
+    "receive_multicast_total",
+    "transmit_bytes_total",
+    "transmit_packets_total",
+    "transmit_errs_total",
+    "transmit_drop_total",
+    "transmit_fifo_total",
+    "transmit_colls_total",
+    "transmit_carrier_total",
+    "transmit_compressed_total",
 ];
 
 /// One interface line: `  eth0: 1 2 … 16`.
@@ -166,6 +208,9 @@ impl Module for Network {
                     out.push(Point::device("net", field, "b", "interface", iface.name, Value::Float(v * 8.0)));
                 }
             }
+            for ((&field, &(_, units)), &v) in COUNTERS.iter().zip(&FIELDS).zip(&iface.counters) {
+                out.push(Point::device("network", field, units, "device", iface.name, Value::from(v)).counter());
+            }
         }
         interfaces.retain(|_, s| std::mem::take(&mut s.seen));
         Ok(())
@@ -175,6 +220,7 @@ impl Module for Network {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use badger_api::point::Kind;
     use badger_test_support::fixture::{self, FixtureRoot};
 
     const SOURCE: &str = include_str!("network.rs");
@@ -207,13 +253,47 @@ mod tests {
         points.iter().filter_map(|p| p.name.strip_prefix("net.rx_bytes.")).map(String::from).collect()
     }
 
+    /// The points Stat Badger printed (the counters left out).
+    fn gauges(p: Vec<Point>) -> Vec<Point> {
+        p.into_iter().filter(|p| p.kind == Kind::Gauge).collect()
+    }
+
+    /// Two collections; the Stat Badger stats of the second (the first has none).
     fn two(tree: &str, conf: &str) -> (FixtureRoot, Box<dyn Module>, Vec<Point>) {
         let root = FixtureRoot::new(tree);
         let mut m = fixture::build(&SPEC, &root.ctx(), conf);
-        assert!(fixture::collect(m.as_mut(), 0.0).is_empty());
+        assert!(gauges(fixture::collect(m.as_mut(), 0.0)).is_empty());
         root.advance();
-        let p = fixture::collect(m.as_mut(), 1.0);
+        let p = gauges(fixture::collect(m.as_mut(), 1.0));
         (root, m, p)
+    }
+
+    #[test]
+    fn counters_equal_the_fixture_on_every_collection() {
+        for &(tree, want) in DEFAULTS {
+            let root = FixtureRoot::new(tree);
+            let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+            for (snap, secs) in [("t0", 0.0), ("t1", 1.0)] {
+                if snap == "t1" {
+                    root.advance();
+                }
+                let p: Vec<Point> =
+                    fixture::collect(m.as_mut(), secs).into_iter().filter(|p| p.kind == Kind::Counter).collect();
+                fixture::assert_documented(SOURCE, &p);
+                assert_eq!(p.len(), 16 * want.len(), "{tree}");
+                for (i, iface) in want.iter().enumerate() {
+                    let c = counters(tree, snap, iface);
+                    for (j, field) in COUNTERS.iter().enumerate() {
+                        let got = &p[16 * i + j];
+                        assert_eq!(got.name, format!("network.{field}.{iface}"));
+                        assert_eq!((got.measurement.as_ref(), got.field.as_ref()), ("network", *field));
+                        assert_eq!(got.units, if field.ends_with("bytes_total") { "B" } else { "" });
+                        assert_eq!(got.value, Value::Int(c[j] as i64), "{}", got.name);
+                        assert_eq!(got.tags, [("device".into(), iface.to_string())]);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -296,7 +376,7 @@ mod tests {
         let t1 = root.text("proc/net/dev");
         let lo = t1.lines().find(|l| l.trim_start().starts_with("lo:")).unwrap();
         root.write("proc/net/dev", &t1.replace(lo, "lo: 10 1 0 0 0 0 0 0 99999999 9999 0 0 0 0 0 0"));
-        let p = fixture::collect(m.as_mut(), 2.0);
+        let p = gauges(fixture::collect(m.as_mut(), 2.0));
         assert_eq!(fixture::value(&p, "net.rx_bytes.lo"), None);
         assert_eq!(fixture::value(&p, "net.rx_bits.lo"), None);
         assert_eq!(fixture::value(&p, "net.rx_packets.lo"), None);

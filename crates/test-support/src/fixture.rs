@@ -286,6 +286,17 @@ pub fn assert_documented(source: &str, points: &[Point]) {
             p.units,
             if is_int { "int" } else { "float" }
         );
+        if p.kind == badger_api::point::Kind::Counter {
+            // `<module>.<field>` and every tag value (the node_exporter-style counters).
+            let module = p.name.split('.').next().unwrap_or_default();
+            let mut want = format!("{module}.{}", p.field);
+            for (_, v) in &p.tags {
+                want.push('.');
+                want.push_str(v);
+            }
+            assert_eq!(p.name, want);
+            continue;
+        }
         let prefix = format!("{}.{}", p.measurement, p.field);
         match p.tags.first() {
             None => assert_eq!(p.name, prefix),
