@@ -214,7 +214,11 @@ pub fn node_samples(points: &[&Point], timestamp: i64, out: &mut Vec<NodeSample>
         };
         let what = if p.kind == PointKind::Counter { "cumulative counter" } else { "value" };
         let units = if p.units.is_empty() { String::new() } else { format!(" ({})", p.units) };
-        let help = Cow::Owned(format!("badger {what} {}.{}{units}", p.measurement, p.field));
+        let help = if p.measurement.is_empty() {
+            Cow::Owned(format!("badger {what} {}{units}", p.field))
+        } else {
+            Cow::Owned(format!("badger {what} {}.{}{units}", p.measurement, p.field))
+        };
         let labels = p.tags.iter().map(|(k, v)| (label_name(k), v.clone())).collect();
         out.push(NodeSample { family, kind, help, labels, value: p.value.as_f64() });
     }
