@@ -27,9 +27,9 @@ const ASSERTED: &[&str] = &["meminfo", "loadavg", "filesystem", "cpu", "stat", "
 const EXCEPTIONS: &[(&str, &str, &str)] = &[
     ("node_filesystem_readonly", "", "the disk module does not read mount options yet"),
     ("node_filesystem_device_error", "", "the disk module skips a mount whose statfs fails instead of flagging it"),
-    ("node_disk_info", "", "the disk module does not read the device's udev and sysfs identity"),
+    ("node_disk_info", "", "the disk module does not read the device's identity (major/minor, model, serial)"),
     ("node_disk_", "device=\"zram", "badger's disk module leaves zram* out by default, node_exporter does not"),
-    ("node_network_receive_nohandler_total", "", "the network module does not read /sys/class/net/*/statistics"),
+    ("node_network_receive_nohandler_total", "", "the network module reads /proc/net/dev, which has no such column"),
 ];
 
 fn excepted(family: &str, labels: &str) -> bool {
