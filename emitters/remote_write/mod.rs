@@ -128,8 +128,12 @@ impl Settings {
     }
 }
 
-fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
-    Ok(Box::new(RemoteWrite::from_conf(conf)?))
+fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
+    let e = RemoteWrite::from_conf(conf)?;
+    // The outbox's counters, shown by the `internal` module (`badger.emitter.*.<name>`).
+    let stats: Arc<dyn badger_api::telemetry::Source> = e.stats();
+    ctx.telemetry.publish(badger_api::telemetry::Group::Outbox, &conf.name, &stats);
+    Ok(Box::new(e))
 }
 
 /// One outbox record: `u32 BE` number of series, then their `timeseries` encodings.

@@ -181,3 +181,31 @@ fn requests_follow_the_protocol() {
     );
     assert_eq!(body, want);
 }
+
+/// The badger binary with the cpu and memory modules writes node_exporter's series to a real
+/// Prometheus.
+#[test]
+fn the_agent_writes_node_exporter_series() {
+    let test = "the_agent_writes_node_exporter_series";
+    if !installed(test, support_prom::PROMETHEUS, "prometheus") {
+        return;
+    }
+    let prom = Daemon::remote_write_receiver();
+    let main = r#"{ "core": { "hostname": "h1", "ipv4": "", "ipv6": "" },
+                    "modules": ["cpu", "memory"], "emitters": ["remote_write"] }"#;
+    let conf = format!(r#"{{"url": "http://127.0.0.1:{}/api/v1/write"}}"#, prom.port);
+    let c = badger_test_support::process::TempConfig::new(main, &[("remote_write", &conf)]);
+    let _agent = crate::prometheus::Agent::start(&c);
+    let q = |query: &str| get(&prom.url(&format!("/api/v1/query?query={query}"))).2;
+    let body = support_prom::wait_for(Duration::from_secs(15), "node_cpu_seconds_total in Prometheus", || {
+        let r = q("node_cpu_seconds_total");
+        r.contains(r#""mode":"idle""#).then_some(r)
+    });
+    assert!(
+        body.contains(r#"{"__name__":"node_cpu_seconds_total","cpu":"0","hostname":"h1","mode":"idle"}"#),
+        "{body}"
+    );
+    let body = q("node_memory_MemTotal_bytes");
+    assert!(body.contains(r#"{"__name__":"node_memory_MemTotal_bytes","hostname":"h1"}"#), "{body}");
+    assert!(q("cpu_user_percent").contains(r#""result":[]"#), "no rates under node_exporter naming");
+}
