@@ -5,7 +5,8 @@
 //! milliseconds), named and labelled as the `prometheus` emitter names them, under the
 //! `naming` chosen (see the `prometheus` emitter: `"node_exporter"` gives node_exporter's
 //! families, raw counters included and rates left out; `"badger"` badger's stats). Labels are
-//! sorted by name, `__name__` among them, as the protocol requires. A request is a protobuf
+//! sorted by name, `__name__` among them, as the protocol requires; a label with an empty
+//! value is left out (Prometheus treats it as absent). A request is a protobuf
 //! `WriteRequest` ([`proto`], encoded by hand: four small messages do not need a protobuf
 //! library), compressed with snappy's block format (the `snap` crate, the Rust port of
 //! Google's snappy, pure Rust and small), POSTed with `Content-Encoding: snappy`,
@@ -189,11 +190,12 @@ impl RemoteWrite {
     }
 }
 
-/// Appends a sample's time series: `__name__` and the labels, sorted by name.
+/// Appends a sample's time series: `__name__` and the labels, sorted by name; a label with
+/// an empty value is left out (to Prometheus it is no label at all).
 pub fn encode_sample(out: &mut Vec<u8>, s: &LabeledSample, timestamp_ms: i64) {
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(s.labels.len() + 1);
     labels.push(("__name__", s.sample.as_str()));
-    labels.extend(s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    labels.extend(s.labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.as_str(), v.as_str())));
     labels.sort_by(|a, b| a.0.cmp(b.0));
     labels.dedup_by(|a, b| a.0 == b.0);
     proto::write_series(out, &labels, s.value, timestamp_ms);
@@ -417,7 +419,7 @@ mod tests {
             sample: "node_load1".into(),
             kind: badger_formats::prometheus::Kind::Gauge,
             help: "".into(),
-            labels: vec![("hostname".into(), "h1".into()), ("cluster".into(), "c".into())],
+            labels: vec![("hostname".into(), "h1".into()), ("cluster".into(), "c".into()), ("zone".into(), "".into())],
             value: 0.5,
         };
         let mut got = Vec::new();
