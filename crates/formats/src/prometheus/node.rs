@@ -21,8 +21,9 @@
 //! 3. **Everything else** (the raw counters, `Kind::Counter`, and the points of the
 //!    node_exporter-family modules) is named mechanically: `node_` + measurement + `_` + field
 //!    (`node_` + field when the measurement is empty), labels = the tags in order. TYPE is
-//!    `counter` for a counter whose name ends in `_total`, `untyped` for other counters and for
-//!    the `vmstat` and `netstat` families (node_exporter types those untyped), else `gauge`.
+//!    `untyped` for the `vmstat` and `netstat` families (node_exporter types those untyped),
+//!    `counter` for a counter whose name ends in `_total`, else `gauge` (node_exporter 1.5
+//!    never types a name without `_total` counter, nor one with it gauge).
 //!
 //! HELP texts are badger's own words.
 
@@ -203,12 +204,8 @@ pub fn node_samples(points: &[&Point], timestamp: i64, out: &mut Vec<NodeSample>
         let family = metric_name(&name);
         let kind = if UNTYPED_MEASUREMENTS.contains(&p.measurement.as_ref()) {
             Kind::Untyped
-        } else if p.kind == PointKind::Counter {
-            if family.ends_with("_total") {
-                Kind::Counter
-            } else {
-                Kind::Untyped
-            }
+        } else if p.kind == PointKind::Counter && family.ends_with("_total") {
+            Kind::Counter
         } else {
             Kind::Gauge
         };
@@ -400,7 +397,7 @@ mod tests {
                 ("node_vmstat_pgfault".into(), Kind::Untyped, vec![], 5.0),
                 ("node_entropy_available_bits".into(), Kind::Gauge, vec![], 256.0),
                 ("node_network_receive_bytes_total".into(), Kind::Counter, l(&[("device", "eth0")]), 9.0),
-                ("node_disk_odd_counter".into(), Kind::Untyped, vec![], 1.0),
+                ("node_disk_odd_counter".into(), Kind::Gauge, vec![], 1.0),
             ]
         );
     }
