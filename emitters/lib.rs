@@ -12,6 +12,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod pulse;
 pub mod pushgateway;
+pub mod remote_write;
 pub mod stdout;
 
 /// Every built-in emitter.
@@ -23,6 +24,7 @@ pub static REGISTRY: &[&EmitterSpec] = &[
     &prometheus::SPEC,
     &pushgateway::SPEC,
     &otlp::SPEC,
+    &remote_write::SPEC,
     &pulse::SPEC,
     #[cfg(feature = "kafka")]
     &kafka::SPEC,

@@ -14,8 +14,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # build-essential: the C and C++ compilers and make that rdkafka's bundled librdkafka build needs;
 # python3-pip: installs the tansu Kafka broker below; graphite-carbon: the real carbon-cache;
 # influxdb, influxdb-client: the real InfluxDB 1.6 (the influxdb emitter's and the Pulse server's tests).
-# prometheus: the real Prometheus server and promtool; prometheus-pushgateway: the Pushgateway.
-APT_PACKAGES=(procps build-essential python3-pip graphite-carbon influxdb influxdb-client prometheus prometheus-pushgateway)
+# prometheus: the real Prometheus server (also the remote write receiver) and promtool; prometheus-pushgateway: the Pushgateway;
+# prometheus-node-exporter: the reference of the side-by-side test (tests/servers/node_exporter.rs).
+APT_PACKAGES=(procps build-essential python3-pip graphite-carbon influxdb influxdb-client prometheus prometheus-pushgateway prometheus-node-exporter)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

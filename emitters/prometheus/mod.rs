@@ -23,8 +23,27 @@
 //! digit or `__`), then the host metadata, `datacenter`, `region`, `zone`, `cluster`,
 //! `hostname`, `ipv4`, `ipv6`, leaving out empty ones and any a tag already set.
 //!
+//! **node_exporter naming** (`naming: "node_exporter"`): the families node_exporter 1.x
+//! exposes, under its exact names, TYPEs and labels, so dashboards and alerts written for
+//! node_exporter keep working: the raw cumulative counters the modules read
+//! (`node_cpu_seconds_total{cpu,mode}`, `node_disk_read_bytes_total{device}`,
+//! `node_network_receive_bytes_total{device}`, …), the points of the node_exporter-family
+//! modules (`node_` + measurement + `_` + field), and badger's gauges through a table:
+//! `node_memory_<MeminfoKey>_bytes`, `node_load1/5/15`, `node_filesystem_size_bytes`,
+//! `_free_bytes`, `_avail_bytes`, `_files`, `_files_free{device,fstype,mountpoint}`,
+//! `node_disk_io_now`, `node_procs_running`, `node_procs_blocked`, `node_boot_time_seconds`,
+//! `node_time_seconds` (the collection's time). Stat Badger's rates, percentages and derived
+//! figures (`cpu.user`, `mem.used`, `disk.reads`, …) are not exposed, nor the `proc.*` and
+//! `badger.*` stats: node_exporter has no such families (a second `prometheus` emitter with
+//! badger naming on another `path` serves them). Samples from Prometheus keep their names.
+//! `prefix` applies to badger naming only. The host metadata labels follow the point's
+//! labels as above. HELP texts are badger's own. The whole mapping:
+//! `crates/formats/src/prometheus/node.rs`; what is missing next to node_exporter:
+//! docs/migrating.md, "From node_exporter".
+//!
 //! | key | default | meaning |
 //! |---|---|---|
+//! | `naming` | `"badger"` | `"badger"`: badger's stats under badger's names (above); `"node_exporter"`: node_exporter's families, counters included, no rates |
 //! | `path` | `"/metrics"` | the path served on `core.http_listen` (`/` followed by letters, digits, `/`, `_`, `-`, `.`) |
 //! | `prefix` | `""` | put before every name of a badger stat, e.g. `"badger_"` (samples from Prometheus keep theirs) |
 //! | `expire_after` | `"2m"` | a series not updated for this long is no longer served; keep it above the longest module interval |
@@ -32,7 +51,7 @@
 //! | `blacklist` | `[]` | stats left out of this emitter's output (names or globs) |
 
 use badger_formats::prometheus as expose;
-use badger_formats::prometheus::{check_expire, check_prefix};
+use badger_formats::prometheus::{check_expire, check_prefix, Naming};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +83,12 @@ struct Config {
     prefix: String,
     #[serde(default = "default_expire", deserialize_with = "de_duration")]
     expire_after: Duration,
+    #[serde(default = "default_naming")]
+    naming: String,
+}
+
+fn default_naming() -> String {
+    "badger".into()
 }
 
 fn default_path() -> String {
@@ -91,7 +116,9 @@ fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, Bu
     }
     check_prefix(conf, &c.prefix)?;
     let expire = check_expire(conf, c.expire_after)?;
-    let shared = Arc::new(Mutex::new(Shared { exposition: Exposition::new(&c.prefix, expire), rendered: None }));
+    let naming = Naming::parse(conf, &c.naming)?;
+    let exposition = Exposition::new(&c.prefix, expire).with_naming(naming);
+    let shared = Arc::new(Mutex::new(Shared { exposition, rendered: None }));
     let serve = shared.clone();
     let handler = axum::routing::get(move || {
         let serve = serve.clone();
@@ -245,6 +272,7 @@ mod tests {
             (r#"{"expire_after": "10ms"}"#, "expire_after"),
             (r#"{"expire_after": "soon"}"#, "expire_after"),
             (r#"{"port": 1}"#, "port"),
+            (r#"{"naming": "node"}"#, "naming"),
         ] {
             match build(&ctx, &conf(text)) {
                 Err(BuildError::Config(e)) => assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}"),

@@ -12,6 +12,8 @@ mod http_listener;
 mod influxdb;
 mod kafka;
 mod otlp;
+mod node_exporter;
 mod prometheus;
 mod promfetch;
 mod push_receiver;
+mod remote_write;

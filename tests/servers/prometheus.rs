@@ -21,10 +21,10 @@ use common::{badger, TempConfig};
 use support_prom::{free_port, get, installed, promtool_check, try_get, wait_for, Answer, Daemon, FakeServer};
 
 /// The badger binary on a config, stopped with SIGTERM when dropped.
-struct Agent(Child);
+pub(crate) struct Agent(Child);
 
 impl Agent {
-    fn start(c: &TempConfig) -> Agent {
+    pub(crate) fn start(c: &TempConfig) -> Agent {
         let child = badger()
             .args(["-f", "config.json"])
             .current_dir(c.dir.path())

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
 pub const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
+pub const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 /// True when `bin` is installed. Without it the test fails when `BADGER_REQUIRE_SERVERS=1`
 /// (scripts/test.sh sets it) and is skipped with a note otherwise.
@@ -144,6 +145,44 @@ impl Daemon {
         Daemon::spawn("prometheus", PROMETHEUS, &args, dir, port, "/-/ready")
     }
 
+    /// The real node_exporter with its default collectors.
+    pub fn node_exporter() -> Daemon {
+        let dir = tempfile::Builder::new().prefix("node_exporter.").tempdir().expect("tempdir");
+        let port = free_port();
+        let args = vec![format!("--web.listen-address=127.0.0.1:{port}"), "--log.level=warn".to_string()];
+        Daemon::spawn("node_exporter", NODE_EXPORTER, &args, dir, port, "/metrics")
+    }
+
+    /// A real Prometheus server that accepts remote write at `/api/v1/write` and scrapes
+    /// nothing.
+    pub fn remote_write_receiver() -> Daemon {
+        Daemon::remote_write_receiver_in(
+            tempfile::Builder::new().prefix("prometheus.").tempdir().expect("tempdir"),
+            free_port(),
+        )
+    }
+
+    /// The same, on a given directory and port (a restart keeps its data).
+    pub fn remote_write_receiver_in(dir: tempfile::TempDir, port: u16) -> Daemon {
+        std::fs::write(dir.path().join("prometheus.yml"), "global:\n  evaluation_interval: 1s\n")
+            .expect("prometheus.yml");
+        let args = vec![
+            format!("--config.file={}", dir.path().join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".to_string(),
+            "--log.level=warn".to_string(),
+        ];
+        Daemon::spawn("prometheus", PROMETHEUS, &args, dir, port, "/-/ready")
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after 10 s) and gives back its directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        let dir = tempfile::Builder::new().prefix("moved.").tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
     /// A real Pushgateway, without persistence.
     pub fn pushgateway() -> Daemon {
         let dir = tempfile::Builder::new().prefix("pushgateway.").tempdir().expect("tempdir");
@@ -153,8 +192,11 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(10) {
@@ -165,6 +207,12 @@ impl Drop for Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 

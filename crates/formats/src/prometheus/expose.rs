@@ -2,6 +2,7 @@
 //! every series, with names and labels by Prometheus' rules, written in the text format
 //! 0.0.4. See the `prometheus` emitter's doc for the naming rules.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use std::time::Duration;
@@ -40,8 +41,122 @@ struct FamilyState {
 /// The latest value of every series.
 pub struct Exposition {
     prefix: String,
+    naming: Naming,
     expire_after: i64,
     families: BTreeMap<String, FamilyState>,
+}
+
+/// How badger's points are named (the `naming` key of the `prometheus` and `remote_write`
+/// emitters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Naming {
+    /// `<measurement>_<field>` with a unit suffix: every Stat Badger stat, rates included;
+    /// cumulative counters are not shown.
+    #[default]
+    Badger,
+    /// node_exporter's names, types and labels ([`super::node`]): counters and
+    /// node_exporter's gauges, no rates.
+    NodeExporter,
+}
+
+impl Naming {
+    /// Reads a `naming` key's value.
+    pub fn parse(conf: &PluginConf, value: &str) -> Result<Naming, ConfigError> {
+        match value {
+            "badger" => Ok(Naming::Badger),
+            "node_exporter" => Ok(Naming::NodeExporter),
+            other => Err(conf.error("naming", format!("\"{other}\": \"badger\" or \"node_exporter\""))),
+        }
+    }
+}
+
+/// One sample with its family, ready to expose or send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabeledSample {
+    pub family: String,
+    /// The sample's own name (`x_bucket` in the family `x`).
+    pub sample: String,
+    pub kind: Kind,
+    pub help: Cow<'static, str>,
+    /// Label names and values, the point's first, then the host metadata it did not set.
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// The samples of one payload under a naming, with the host metadata as labels.
+pub fn samples(naming: Naming, prefix: &str, payload: &PayloadView<'_>, out: &mut Vec<LabeledSample>) {
+    let meta = meta_labels(payload.meta());
+    let with_meta = |mut labels: Vec<(String, String)>| {
+        for (k, v) in &meta {
+            if !labels.iter().any(|(l, _)| l == k) {
+                labels.push((k.to_string(), v.clone()));
+            }
+        }
+        labels
+    };
+    let tag_labels = |p: &Point| {
+        let mut labels: Vec<(String, String)> = Vec::with_capacity(p.tags.len() + meta.len());
+        for (k, v) in &p.tags {
+            let k = label_name(k);
+            if !labels.iter().any(|(l, _)| *l == k) {
+                labels.push((k, v.clone()));
+            }
+        }
+        labels
+    };
+    match naming {
+        Naming::Badger => {
+            for p in payload.points() {
+                let Some(n) = name_point(prefix, p) else { continue };
+                let labels = with_meta(tag_labels(p));
+                out.push(LabeledSample {
+                    family: n.family,
+                    sample: n.sample,
+                    kind: n.kind,
+                    help: Cow::Owned(n.help),
+                    labels,
+                    value: n.value,
+                });
+            }
+        }
+        Naming::NodeExporter => {
+            // Samples from Prometheus keep their names, as under badger naming.
+            for p in payload.all_points() {
+                if p.kind != badger_api::point::Kind::Gauge || Kind::from_field(&p.field).is_none() {
+                    continue;
+                }
+                let Some(n) = name_point("", p) else { continue };
+                let labels = with_meta(tag_labels(p));
+                out.push(LabeledSample {
+                    family: n.family,
+                    sample: n.sample,
+                    kind: n.kind,
+                    help: Cow::Owned(n.help),
+                    labels,
+                    value: n.value,
+                });
+            }
+            let mut node = Vec::new();
+            let points: Vec<&Point> = payload.all_points().collect();
+            super::node::node_samples(&points, payload.timestamp(), &mut node);
+            for s in node {
+                let mut labels: Vec<(String, String)> = Vec::with_capacity(s.labels.len());
+                for (k, v) in s.labels {
+                    if !labels.iter().any(|(l, _)| *l == k) {
+                        labels.push((k, v));
+                    }
+                }
+                out.push(LabeledSample {
+                    sample: s.family.clone(),
+                    family: s.family,
+                    kind: s.kind,
+                    help: s.help,
+                    labels: with_meta(labels),
+                    value: s.value,
+                });
+            }
+        }
+    }
 }
 
 /// A point in Prometheus terms.
@@ -122,6 +237,7 @@ impl Exposition {
     pub fn new(prefix: &str, expire_after_secs: u64) -> Exposition {
         Exposition {
             prefix: prefix.to_string(),
+            naming: Naming::Badger,
             expire_after: i64::try_from(expire_after_secs).unwrap_or(i64::MAX),
             families: BTreeMap::new(),
         }
@@ -129,46 +245,34 @@ impl Exposition {
 
     /// Takes every point of a payload: its latest value replaces the series' old one.
     pub fn update(&mut self, payload: &PayloadView<'_>) {
-        let meta = meta_labels(payload.meta());
         let ts = payload.timestamp();
         let mut key = String::new();
-        for p in payload.points() {
-            let Some(n) = name_point(&self.prefix, p) else { continue };
-            let mut labels: Vec<(String, &str)> = Vec::with_capacity(p.tags.len() + meta.len());
-            for (k, v) in &p.tags {
-                let k = label_name(k);
-                if !labels.iter().any(|(l, _)| *l == k) {
-                    labels.push((k, v.as_str()));
-                }
-            }
-            for (k, v) in &meta {
-                if !labels.iter().any(|(l, _)| l == k) {
-                    labels.push((k.to_string(), v.as_str()));
-                }
-            }
+        let mut out = Vec::new();
+        samples(self.naming, &self.prefix, payload, &mut out);
+        for s in out {
             key.clear();
-            key.push_str(&n.sample);
-            for (i, (k, v)) in labels.iter().enumerate() {
+            key.push_str(&s.sample);
+            for (i, (k, v)) in s.labels.iter().enumerate() {
                 key.push(if i == 0 { '{' } else { ',' });
                 key.push_str(k);
                 key.push('=');
                 super::write_label_value(&mut key, v);
             }
-            if !labels.is_empty() {
+            if !s.labels.is_empty() {
                 key.push('}');
             }
-            let fam = self.families.entry(n.family).or_insert_with(|| FamilyState {
-                kind: n.kind,
-                help: n.help,
+            let fam = self.families.entry(s.family).or_insert_with(|| FamilyState {
+                kind: s.kind,
+                help: s.help.into_owned(),
                 series: BTreeMap::new(),
             });
             match fam.series.get_mut(&key) {
-                Some(s) => {
-                    s.value = n.value;
-                    s.seen = s.seen.max(ts);
+                Some(x) => {
+                    x.value = s.value;
+                    x.seen = x.seen.max(ts);
                 }
                 None => {
-                    fam.series.insert(key.clone(), Series { value: n.value, seen: ts });
+                    fam.series.insert(key.clone(), Series { value: s.value, seen: ts });
                 }
             }
         }
@@ -181,6 +285,12 @@ impl Exposition {
             fam.series.retain(|_, s| s.seen >= oldest);
         }
         self.families.retain(|_, f| !f.series.is_empty());
+    }
+
+    /// The same exposition with another naming.
+    pub fn with_naming(mut self, naming: Naming) -> Exposition {
+        self.naming = naming;
+        self
     }
 
     pub fn is_empty(&self) -> bool {

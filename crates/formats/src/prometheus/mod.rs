@@ -19,6 +19,7 @@
 //! sample name followed by the label values, dot-separated (`m.v.127.0.0.1:9100`).
 
 mod expose;
+pub mod node;
 mod parse;
 mod write;
 
