@@ -11,6 +11,7 @@ pub mod l2met;
 pub mod load;
 pub mod memory;
 pub mod network;
+pub mod pressure;
 pub mod process_stats;
 pub mod prometheus_scrape;
 pub mod pushgateway_receiver;
@@ -31,6 +32,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &pushgateway_receiver::SPEC,
     &internal::SPEC,
     &l2met::SPEC,
+    &pressure::SPEC,
 ];
 
 #[cfg(test)]
