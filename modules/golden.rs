@@ -24,6 +24,10 @@ const MODULES: &[(&str, &str)] = &[
     ("system", "{}"),
     ("process_stats", r#"{"processes": [{"name": "all", "pattern": "."}]}"#),
     ("pressure", "{}"),
+    ("vmstat", "{}"),
+    ("filefd", "{}"),
+    ("entropy", "{}"),
+    ("sockstat", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -5,7 +5,9 @@ use badger_api::plugin::ModuleSpec;
 
 pub mod cpu;
 pub mod disk;
+pub mod entropy;
 pub mod exec;
+pub mod filefd;
 pub mod internal;
 pub mod l2met;
 pub mod load;
@@ -15,7 +17,9 @@ pub mod pressure;
 pub mod process_stats;
 pub mod prometheus_scrape;
 pub mod pushgateway_receiver;
+pub mod sockstat;
 pub mod system;
+pub mod vmstat;
 
 /// Every built-in module, in the order an unknown-name error lists them ("known: …") and the
 /// generated reference shows them.
@@ -33,7 +37,37 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &internal::SPEC,
     &l2met::SPEC,
     &pressure::SPEC,
+    &vmstat::SPEC,
+    &filefd::SPEC,
+    &entropy::SPEC,
+    &sockstat::SPEC,
 ];
 
 #[cfg(test)]
 mod golden;
+
+/// A point whose field is only known at run time (a vmstat or netstat key): name
+/// `measurement.field`, then `.` and each tag value.
+pub(crate) fn named_point(
+    measurement: &'static str,
+    field: &str,
+    units: &'static str,
+    value: badger_api::point::Value,
+    tags: &[(&'static str, &str)],
+) -> badger_api::point::Point {
+    use std::borrow::Cow;
+    let mut name = format!("{measurement}.{field}");
+    for (_, v) in tags {
+        name.push('.');
+        name.push_str(v);
+    }
+    badger_api::point::Point {
+        name,
+        value,
+        units: Cow::Borrowed(units),
+        measurement: Cow::Borrowed(measurement),
+        field: Cow::Owned(field.to_string()),
+        tags: tags.iter().map(|(k, v)| (Cow::Borrowed(*k), v.to_string())).collect(),
+        kind: badger_api::point::Kind::Gauge,
+    }
+}
