@@ -28,6 +28,7 @@ const MODULES: &[(&str, &str)] = &[
     ("filefd", "{}"),
     ("entropy", "{}"),
     ("sockstat", "{}"),
+    ("netstat", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -12,6 +12,7 @@ pub mod internal;
 pub mod l2met;
 pub mod load;
 pub mod memory;
+pub mod netstat;
 pub mod network;
 pub mod pressure;
 pub mod process_stats;
@@ -41,6 +42,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &filefd::SPEC,
     &entropy::SPEC,
     &sockstat::SPEC,
+    &netstat::SPEC,
 ];
 
 #[cfg(test)]
