@@ -29,6 +29,10 @@ const MODULES: &[(&str, &str)] = &[
     ("entropy", "{}"),
     ("sockstat", "{}"),
     ("netstat", "{}"),
+    ("softnet", "{}"),
+    ("conntrack", "{}"),
+    ("arp", "{}"),
+    ("udp_queues", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -3,6 +3,8 @@
 
 use badger_api::plugin::ModuleSpec;
 
+pub mod arp;
+pub mod conntrack;
 pub mod cpu;
 pub mod disk;
 pub mod entropy;
@@ -19,7 +21,9 @@ pub mod process_stats;
 pub mod prometheus_scrape;
 pub mod pushgateway_receiver;
 pub mod sockstat;
+pub mod softnet;
 pub mod system;
+pub mod udp_queues;
 pub mod vmstat;
 
 /// Every built-in module, in the order an unknown-name error lists them ("known: …") and the
@@ -43,6 +47,10 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &entropy::SPEC,
     &sockstat::SPEC,
     &netstat::SPEC,
+    &softnet::SPEC,
+    &conntrack::SPEC,
+    &arp::SPEC,
+    &udp_queues::SPEC,
 ];
 
 #[cfg(test)]
@@ -71,5 +79,41 @@ pub(crate) fn named_point(
         field: Cow::Owned(field.to_string()),
         tags: tags.iter().map(|(k, v)| (Cow::Borrowed(*k), v.to_string())).collect(),
         kind: badger_api::point::Kind::Gauge,
+    }
+}
+
+/// A point of a node_exporter-family module whose measurement is not the module's name
+/// (`nf_conntrack` in module `conntrack`): `named_point` with the Stat Badger name
+/// `module.field`, then `.` and each tag value.
+pub(crate) fn module_point(
+    module: &'static str,
+    measurement: &'static str,
+    field: &str,
+    units: &'static str,
+    value: badger_api::point::Value,
+    tags: &[(&'static str, &str)],
+) -> badger_api::point::Point {
+    let mut p = named_point(measurement, field, units, value, tags);
+    p.name.replace_range(..measurement.len(), module);
+    p
+}
+
+/// Test check for node_exporter-family modules: every point fits a row of the module's stat
+/// table (name, units, int/float), and its name is `module.field` then each tag value.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_node_documented(module: &str, source: &str, points: &[badger_api::point::Point]) {
+    use badger_test_support::fixture::{name_matches, stat_table};
+    let rows = stat_table(source);
+    for p in points {
+        let is_int = matches!(p.value, badger_api::point::Value::Int(_));
+        let ok = rows.iter().any(|r| name_matches(&r.stat, &p.name) && r.units == p.units && r.kind_int == is_int);
+        assert!(ok, "{} (units {:?}, int {is_int}) matches no row of the stat table", p.name, p.units);
+        let mut want = format!("{module}.{}", p.field);
+        for (_, v) in &p.tags {
+            want.push('.');
+            want.push_str(v);
+        }
+        assert_eq!(p.name, want);
     }
 }
