@@ -23,6 +23,7 @@ pub mod pushgateway_receiver;
 pub mod sockstat;
 pub mod softnet;
 pub mod system;
+pub mod timex;
 pub mod udp_queues;
 pub mod vmstat;
 
@@ -51,6 +52,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &conntrack::SPEC,
     &arp::SPEC,
     &udp_queues::SPEC,
+    &timex::SPEC,
 ];
 
 #[cfg(test)]
