@@ -23,6 +23,7 @@ pub mod pushgateway_receiver;
 pub mod sockstat;
 pub mod softnet;
 pub mod system;
+pub mod textfile;
 pub mod timex;
 pub mod udp_queues;
 pub mod vmstat;
@@ -53,6 +54,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &arp::SPEC,
     &udp_queues::SPEC,
     &timex::SPEC,
+    &textfile::SPEC,
 ];
 
 #[cfg(test)]
