@@ -33,6 +33,7 @@ const MODULES: &[(&str, &str)] = &[
     ("conntrack", "{}"),
     ("arp", "{}"),
     ("udp_queues", "{}"),
+    ("hwmon", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -10,6 +10,7 @@ pub mod disk;
 pub mod entropy;
 pub mod exec;
 pub mod filefd;
+pub mod hwmon;
 pub mod internal;
 pub mod l2met;
 pub mod load;
@@ -55,6 +56,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &udp_queues::SPEC,
     &timex::SPEC,
     &textfile::SPEC,
+    &hwmon::SPEC,
 ];
 
 #[cfg(test)]
