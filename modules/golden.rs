@@ -34,6 +34,7 @@ const MODULES: &[(&str, &str)] = &[
     ("arp", "{}"),
     ("udp_queues", "{}"),
     ("hwmon", "{}"),
+    ("processes", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

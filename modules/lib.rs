@@ -19,6 +19,7 @@ pub mod netstat;
 pub mod network;
 pub mod pressure;
 pub mod process_stats;
+pub mod processes;
 pub mod prometheus_scrape;
 pub mod pushgateway_receiver;
 pub mod sockstat;
@@ -57,6 +58,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &timex::SPEC,
     &textfile::SPEC,
     &hwmon::SPEC,
+    &processes::SPEC,
 ];
 
 #[cfg(test)]
