@@ -35,6 +35,7 @@ const MODULES: &[(&str, &str)] = &[
     ("udp_queues", "{}"),
     ("hwmon", "{}"),
     ("processes", "{}"),
+    ("thermal_zone", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

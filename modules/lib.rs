@@ -26,6 +26,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod system;
 pub mod textfile;
+pub mod thermal_zone;
 pub mod timex;
 pub mod udp_queues;
 pub mod vmstat;
@@ -59,6 +60,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &textfile::SPEC,
     &hwmon::SPEC,
     &processes::SPEC,
+    &thermal_zone::SPEC,
 ];
 
 #[cfg(test)]
