@@ -36,6 +36,7 @@ const MODULES: &[(&str, &str)] = &[
     ("hwmon", "{}"),
     ("processes", "{}"),
     ("thermal_zone", "{}"),
+    ("schedstat", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -22,6 +22,7 @@ pub mod process_stats;
 pub mod processes;
 pub mod prometheus_scrape;
 pub mod pushgateway_receiver;
+pub mod schedstat;
 pub mod sockstat;
 pub mod softnet;
 pub mod system;
@@ -61,6 +62,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &hwmon::SPEC,
     &processes::SPEC,
     &thermal_zone::SPEC,
+    &schedstat::SPEC,
 ];
 
 #[cfg(test)]
