@@ -37,6 +37,7 @@ const MODULES: &[(&str, &str)] = &[
     ("processes", "{}"),
     ("thermal_zone", "{}"),
     ("schedstat", "{}"),
+    ("cpufreq", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

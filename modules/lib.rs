@@ -6,6 +6,7 @@ use badger_api::plugin::ModuleSpec;
 pub mod arp;
 pub mod conntrack;
 pub mod cpu;
+pub mod cpufreq;
 pub mod disk;
 pub mod entropy;
 pub mod exec;
@@ -63,6 +64,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &processes::SPEC,
     &thermal_zone::SPEC,
     &schedstat::SPEC,
+    &cpufreq::SPEC,
 ];
 
 #[cfg(test)]
