@@ -38,6 +38,7 @@ const MODULES: &[(&str, &str)] = &[
     ("thermal_zone", "{}"),
     ("schedstat", "{}"),
     ("cpufreq", "{}"),
+    ("nvme", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -18,6 +18,7 @@ pub mod load;
 pub mod memory;
 pub mod netstat;
 pub mod network;
+pub mod nvme;
 pub mod pressure;
 pub mod process_stats;
 pub mod processes;
@@ -65,6 +66,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &thermal_zone::SPEC,
     &schedstat::SPEC,
     &cpufreq::SPEC,
+    &nvme::SPEC,
 ];
 
 #[cfg(test)]
