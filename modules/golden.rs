@@ -39,6 +39,7 @@ const MODULES: &[(&str, &str)] = &[
     ("schedstat", "{}"),
     ("cpufreq", "{}"),
     ("nvme", "{}"),
+    ("edac", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod cpu;
 pub mod cpufreq;
 pub mod disk;
+pub mod edac;
 pub mod entropy;
 pub mod exec;
 pub mod filefd;
@@ -67,6 +68,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &schedstat::SPEC,
     &cpufreq::SPEC,
     &nvme::SPEC,
+    &edac::SPEC,
 ];
 
 #[cfg(test)]
