@@ -40,6 +40,7 @@ const MODULES: &[(&str, &str)] = &[
     ("cpufreq", "{}"),
     ("nvme", "{}"),
     ("edac", "{}"),
+    ("mdadm", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -16,6 +16,7 @@ pub mod hwmon;
 pub mod internal;
 pub mod l2met;
 pub mod load;
+pub mod mdadm;
 pub mod memory;
 pub mod netstat;
 pub mod network;
@@ -69,6 +70,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &cpufreq::SPEC,
     &nvme::SPEC,
     &edac::SPEC,
+    &mdadm::SPEC,
 ];
 
 #[cfg(test)]
