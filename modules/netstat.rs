@@ -27,6 +27,7 @@
 //! `^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$`
 //! (on this project's build VM: 40 stats).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use regex_lite::Regex;
@@ -67,14 +68,37 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
     netstat.probe().map_err(BuildError::Unavailable)?;
     let mut snmp6 = ProcFile::new(ctx.roots.proc_path("net/snmp6"));
     let snmp6 = snmp6.probe().is_ok().then_some(snmp6);
-    Ok(Box::new(Netstat { snmp, netstat, snmp6, fields }))
+    Ok(Box::new(Netstat { snmp, netstat, snmp6, fields: Fields { re: fields, seen: HashMap::new() } }))
 }
 
 struct Netstat {
     snmp: ProcFile,
     netstat: ProcFile,
     snmp6: Option<ProcFile>,
-    fields: Regex,
+    fields: Fields,
+}
+
+/// The `fields` expression with its answer for each name seen: the kernel prints the same
+/// few hundred names every time, so the expression runs on the first collection only.
+struct Fields {
+    re: Regex,
+    seen: HashMap<String, bool>,
+}
+
+impl Fields {
+    /// Names remembered at most (more than any kernel prints).
+    const MAX_SEEN: usize = 4096;
+
+    fn wants(&mut self, field: &str) -> bool {
+        if let Some(&yes) = self.seen.get(field) {
+            return yes;
+        }
+        let yes = self.re.is_match(field);
+        if self.seen.len() < Self::MAX_SEEN {
+            self.seen.insert(field.to_string(), yes);
+        }
+        yes
+    }
 }
 
 /// The `(Proto, Name, value)` triples of `/proc/net/snmp` or `/proc/net/netstat`: a header
@@ -112,14 +136,14 @@ pub fn parse_snmp6(text: &str) -> Vec<(&str, &str, i64)> {
 }
 
 impl Netstat {
-    fn emit(fields: &Regex, triples: Vec<(&str, &str, i64)>, out: &mut Vec<Point>) {
+    fn emit(fields: &mut Fields, triples: Vec<(&str, &str, i64)>, out: &mut Vec<Point>) {
         let mut field = String::new();
         for (proto, name, value) in triples {
             field.clear();
             field.push_str(proto);
             field.push('_');
             field.push_str(name);
-            if !fields.is_match(&field) {
+            if !fields.wants(&field) {
                 continue;
             }
             let p = crate::named_point("netstat", &field, "", Value::Int(value), &[]);
@@ -130,10 +154,10 @@ impl Netstat {
 
 impl Module for Netstat {
     fn collect(&mut self, _now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
-        Self::emit(&self.fields, parse_pairs(self.snmp.read()?), out);
-        Self::emit(&self.fields, parse_pairs(self.netstat.read()?), out);
+        Self::emit(&mut self.fields, parse_pairs(self.snmp.read()?), out);
+        Self::emit(&mut self.fields, parse_pairs(self.netstat.read()?), out);
         if let Some(f) = &mut self.snmp6 {
-            Self::emit(&self.fields, parse_snmp6(f.read()?), out);
+            Self::emit(&mut self.fields, parse_snmp6(f.read()?), out);
         }
         Ok(())
     }
