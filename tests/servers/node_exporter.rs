@@ -8,7 +8,7 @@
 //! must agree within 1 % (or be listed in [`MOVING`]). It prints the coverage (series
 //! present / node_exporter's) and every missing family, and asserts full coverage for the
 //! collectors in [`ASSERTED`] less the [`EXCEPTIONS`] (docs/migrating.md, "From
-//! node_exporter", says why each one is missing). Extend `ASSERTED` as modules land.
+//! node_exporter", says why each one is missing). 
 
 use crate::prometheus::Agent;
 use crate::support_prom::{self, free_port, installed, promtool_check, try_get, wait_for, Daemon};
@@ -19,16 +19,34 @@ use std::time::{Duration, Instant};
 use badger_formats::prometheus::{parse, Family, Format, Kind};
 use badger_test_support::process::TempConfig;
 
-/// The modules badger runs: every host module of this branch. At the merge of the
-/// node_exporter-family modules add them here ("pressure", "vmstat", "filefd", "entropy",
-/// "sockstat", "netstat", "softnet", "conntrack", "arp", "udp_queues", "timex", "hwmon",
-/// "processes", "thermal_zone", "schedstat", "cpufreq", "nvme", …) and their collectors to
-/// [`ASSERTED`]; a trial merge of issue-nodemods passed with all of pressure, vmstat,
-/// filefd, entropy, sockstat, netstat, softnet, conntrack, arp, udp_queues and timex asserted.
-const MODULES: &[&str] = &["cpu", "load", "disk", "network", "memory", "system"];
+/// The modules badger runs: every host module that has a node_exporter counterpart.
+const MODULES: &[&str] = &[
+    "cpu", "load", "disk", "network", "memory", "system", "pressure", "vmstat", "filefd", "entropy", "sockstat",
+    "netstat", "softnet", "conntrack", "arp", "udp_queues", "timex", "processes", "schedstat", "hwmon",
+    "thermal_zone", "cpufreq", "edac", "mdadm", "nvme",
+];
 
 /// node_exporter collectors whose every series badger must have (less [`EXCEPTIONS`]).
-const ASSERTED: &[&str] = &["meminfo", "loadavg", "filesystem", "cpu", "stat", "diskstats", "netdev"];
+const ASSERTED: &[&str] = &[
+    "meminfo",
+    "loadavg",
+    "filesystem",
+    "cpu",
+    "stat",
+    "diskstats",
+    "netdev",
+    "pressure",
+    "vmstat",
+    "filefd",
+    "entropy",
+    "sockstat",
+    "netstat",
+    "softnet",
+    "conntrack",
+    "arp",
+    "udp_queues",
+    "timex",
+];
 
 /// Series badger does not have, with the reason (docs/migrating.md lists them too): a
 /// family name prefix and a text its label set contains ("" = every series).

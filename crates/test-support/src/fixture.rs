@@ -128,7 +128,12 @@ fn copy_tree(src: &Path, dst: &Path) {
     for entry in fs::read_dir(src).expect("read fixture dir") {
         let entry = entry.expect("dir entry");
         let to = dst.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
+        let kind = entry.file_type().expect("file type");
+        if kind.is_symlink() {
+            // sysfs is made of symlinks (`class/hwmon/hwmon0` → `devices/…`): keep them as links.
+            let target = fs::read_link(entry.path()).expect("read fixture link");
+            std::os::unix::fs::symlink(target, &to).expect("copy fixture link");
+        } else if kind.is_dir() {
             copy_tree(&entry.path(), &to);
         } else {
             fs::copy(entry.path(), &to).expect("copy fixture file");
