@@ -8,7 +8,7 @@
 //! must agree within 1 % (or be listed in [`MOVING`]). It prints the coverage (series
 //! present / node_exporter's) and every missing family, and asserts full coverage for the
 //! collectors in [`ASSERTED`] less the [`EXCEPTIONS`] (docs/migrating.md, "From
-//! node_exporter", says why each one is missing). 
+//! node_exporter", says why each one is missing).
 
 use crate::prometheus::Agent;
 use crate::support_prom::{self, free_port, installed, promtool_check, try_get, wait_for, Daemon};
@@ -21,9 +21,31 @@ use badger_test_support::process::TempConfig;
 
 /// The modules badger runs: every host module that has a node_exporter counterpart.
 const MODULES: &[&str] = &[
-    "cpu", "load", "disk", "network", "memory", "system", "pressure", "vmstat", "filefd", "entropy", "sockstat",
-    "netstat", "softnet", "conntrack", "arp", "udp_queues", "timex", "processes", "schedstat", "hwmon",
-    "thermal_zone", "cpufreq", "edac", "mdadm", "nvme",
+    "cpu",
+    "load",
+    "disk",
+    "network",
+    "memory",
+    "system",
+    "pressure",
+    "vmstat",
+    "filefd",
+    "entropy",
+    "sockstat",
+    "netstat",
+    "softnet",
+    "conntrack",
+    "arp",
+    "udp_queues",
+    "timex",
+    "processes",
+    "schedstat",
+    "hwmon",
+    "thermal_zone",
+    "cpufreq",
+    "edac",
+    "mdadm",
+    "nvme",
 ];
 
 /// node_exporter collectors whose every series badger must have (less [`EXCEPTIONS`]).
@@ -72,6 +94,18 @@ const MOVING: &[&str] = &[
     "node_disk_io_now",
     "node_load",
     "node_time_seconds",
+    // Socket counts: the test's own scrapes open and close TCP connections between the reads.
+    "node_sockstat_",
+    "node_netstat_Tcp_CurrEstab",
+    // Allocated file handles, entropy and process counts move with every process started.
+    "node_filefd_allocated",
+    "node_entropy_available_bits",
+    "node_processes_",
+    "node_nf_conntrack_entries",
+    "node_arp_entries",
+    "node_udp_queues",
+    "node_timex_",
+    "node_softnet_",
 ];
 
 /// badger's host metadata labels (node_exporter has none).
