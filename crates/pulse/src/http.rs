@@ -9,6 +9,11 @@
 //! * Fixed: `verb`, `start`, `stop` and `backfill` are validated (400 with a JSON error),
 //!   tag filters are matched as values (the InfluxDB backend escapes them), output is
 //!   sorted, daily labels use the configured time zone, backend errors are 500s.
+//! * Bounds: every query that reads the store runs on tokio's blocking pool (never on the
+//!   API's one worker, so `/ping` and the other routes keep being answered) and is answered
+//!   503 `{"error":"query timed out"}` past `--query-timeout` (10 s); a `/hourly` or
+//!   `/daily` range of more than `--max-query-buckets` (10,000) buckets is a 400. Both
+//!   are counted (`pulse_limited`) and logged at most once a minute.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +42,10 @@ pub struct Api {
     pub metrics: QueryMetrics,
     pub alerts: Option<Arc<super::alerts::Alerts>>,
     pub live: Option<tokio::sync::broadcast::Sender<Arc<super::store::Batch>>>,
+    /// `--max-query-buckets`.
+    pub max_query_buckets: u64,
+    /// `--query-timeout`.
+    pub query_timeout: Duration,
 }
 
 /// Query latency counters (self-metrics).
@@ -45,6 +54,19 @@ pub struct QueryMetrics {
     pub count: AtomicU64,
     pub micros: AtomicU64,
     pub max_micros: AtomicU64,
+    /// Queries refused (too many buckets) or timed out.
+    pub limited: AtomicU64,
+    pub throttle: std::sync::Mutex<badger_api::throttle::LogThrottle>,
+}
+
+impl QueryMetrics {
+    fn limit(&self, what: std::fmt::Arguments) {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(left) = t.allow() {
+            log::warn!("pulse API: {what} ({left} more since the last line)");
+        }
+    }
 }
 
 impl QueryMetrics {
@@ -155,11 +177,15 @@ async fn run_query<T: Send + 'static>(
     f: impl FnOnce(&dyn Backend) -> Result<T, String> + Send + 'static,
 ) -> Result<T, Response> {
     let started = Instant::now();
-    let r = if api.backend.blocking() {
-        let a = api.clone();
-        tokio::task::spawn_blocking(move || f(a.backend.as_ref())).await
-    } else {
-        Ok(f(api.backend.as_ref()))
+    // Always off the API's worker: a long query must not starve /ping or the next request.
+    let a = api.clone();
+    let task = tokio::task::spawn_blocking(move || f(a.backend.as_ref()));
+    let r = match tokio::time::timeout(api.query_timeout, task).await {
+        Ok(r) => r,
+        Err(_) => {
+            api.metrics.limit(format_args!("a query ran past {:?} (--query-timeout)", api.query_timeout));
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "query timed out"));
+        }
     };
     api.metrics.record(started.elapsed());
     match r {
@@ -299,11 +325,27 @@ async fn latest(
     }
 }
 
-fn range_query(p: &Params, stat: String, default_start: &str, bucket: Duration) -> Result<RangeQuery, BadRequest> {
+fn range_query(
+    api: &Api,
+    p: &Params,
+    stat: String,
+    default_start: &str,
+    bucket: Duration,
+) -> Result<RangeQuery, BadRequest> {
     let verb = verb_of(p.verb.as_deref(), false)?.unwrap_or(Verb::Mean);
     let start = span_of(p.start.as_deref(), default_start, "start")?;
     let stop = span_of(p.stop.as_deref(), "0s", "stop")?;
     let now = now_ms();
+    let buckets = (start as i128 - stop as i128) / (bucket.as_millis().max(1) as i128);
+    if buckets > api.max_query_buckets as i128 {
+        api.metrics.limit(format_args!("a query of {buckets} buckets refused (--max-query-buckets)"));
+        return Err(BadRequest(format!(
+            "start {:?} to stop {:?} spans {buckets} buckets; at most {} (--max-query-buckets)",
+            p.start.as_deref().unwrap_or(default_start),
+            p.stop.as_deref().unwrap_or("0s"),
+            api.max_query_buckets
+        )));
+    }
     Ok(RangeQuery {
         stat,
         filters: p.filters.clone(),
@@ -321,7 +363,7 @@ async fn hourly(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let p = params(pairs);
-    let q = match range_query(&p, stat, "1d", Duration::from_secs(3600)) {
+    let q = match range_query(&api, &p, stat, "1d", Duration::from_secs(3600)) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
@@ -363,7 +405,7 @@ async fn daily(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let p = params(pairs);
-    let mut q = match range_query(&p, stat, "7d", Duration::from_secs(900)) {
+    let mut q = match range_query(&api, &p, stat, "7d", Duration::from_secs(900)) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
