@@ -6,6 +6,7 @@ mod support_influx;
 mod support_kafka;
 mod support_prom;
 
+mod abuse;
 mod graphite;
 mod http_listener;
 mod influxdb;
