@@ -608,6 +608,40 @@ fn syslog_udp_and_tcp_rfc5424_and_rfc3164() {
     eventually(|| (store.counters.lines.load(Ordering::SeqCst) >= 6).then_some(()));
 }
 
+/// Issue 11, row 10: idle syslog TCP connections (the issue: 256 of them refused every new
+/// sender for as long as they stayed idle). Bound: `max_connections` (4 here) at once,
+/// and a connection silent for `idle_timeout` (300 ms here) is closed.
+#[test]
+fn syslog_tcp_idle_connections_cannot_starve_new_senders() {
+    let h = Harness::new(|s| {
+        s.listen = None;
+        s.syslog_tcp = Some("127.0.0.1:0".parse().unwrap());
+        s.net_limits.max_connections = 4;
+        s.net_limits.header_timeout = Duration::from_millis(300);
+    });
+    h.set_now("2013-07-22T00:06:30Z");
+    let (_, _, tcp) = h.m.local_addrs();
+    let tcp = tcp.expect("tcp");
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(tcp).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // A fifth is closed at once while the four are open.
+    let mut fifth = TcpStream::connect(tcp).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut fifth, &mut b).unwrap_or(0), 0);
+    // After the idle timeout the idle ones are closed, and a new sender is read.
+    std::thread::sleep(Duration::from_millis(600));
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(std::io::Read::read(&mut c, &mut b).unwrap_or(0), 0, "an idle connection is closed");
+    }
+    let mut t = TcpStream::connect(tcp).unwrap();
+    t.write_all(b"<13>Jul 22 00:06:29 host app: count#late=3\n").unwrap();
+    drop(t);
+    let store = &h.m.shared().store;
+    eventually(|| (store.counters.lines.load(Ordering::SeqCst) >= 1).then_some(()));
+}
+
 #[test]
 fn tcp_frames() {
     use net::{Frame, TcpFrames};

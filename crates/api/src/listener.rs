@@ -71,7 +71,8 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
-    fn hit(&self, c: &AtomicU64, name: &str, what: std::fmt::Arguments) {
+    /// Counts a bound hit in `c` and logs `what` at most once a minute.
+    pub fn hit(&self, c: &AtomicU64, name: &str, what: std::fmt::Arguments) {
         c.fetch_add(1, Ordering::Relaxed);
         if let Some(left) = self.throttle.lock().unwrap_or_else(|e| e.into_inner()).allow() {
             log::warn!("{name}: {what} ({left} more bound hits since the last line)");
