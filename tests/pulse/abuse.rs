@@ -127,6 +127,11 @@ fn row2_got_flood_is_bounded_by_max_series() {
     assert!(s.stop().success());
     let lines = std::fs::read_to_string(dir.path().join("series.jsonl")).unwrap().lines().count();
     assert!(lines <= 3000, "{lines} lines");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode("series.jsonl"), mode("raw"), mode("agg")), (0o600, 0o700, 0o700));
+    }
     let t = Instant::now();
     let s = Server::start_in(dir.path(), &["--max-series", "3000"]);
     assert!(ping(&s) < Duration::from_secs(2));

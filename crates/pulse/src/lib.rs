@@ -58,7 +58,14 @@ pub fn main(args: &ServerArgs) -> i32 {
         log::warn!("{n}");
     }
     let rt =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("pulse").build() {
+        // Blocking threads bounded (the store's open, the alerts' posts): TasksMax in the unit.
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .enable_all()
+            .thread_name("pulse")
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 log::error!("Pulse failed to start - cannot start the runtime: {e}");
@@ -249,6 +256,8 @@ async fn run(settings: Settings) -> Result<(), String> {
     // right after a poll never queues the queries behind it.
     let api_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Queries run on the blocking pool: at most 16 at once, the others wait their turn.
+        .max_blocking_threads(16)
         .thread_name("pulse-api")
         .enable_all()
         .build()
