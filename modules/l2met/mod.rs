@@ -99,6 +99,9 @@
 //! | `flush_delay` | `"1s"` | how long after a window closes its bucket waits for late values (seconds or `"500ms"`, at most `"60s"`) |
 //! | `max_buckets` | `10000` | open buckets at most; values that would open more are dropped and counted |
 //! | `max_values` | `10000` | values a measurement keeps for its percentiles (at least 1) |
+//! | `max_resolution` | `3600` | the largest `resolution` (seconds) accepted: a drain request asking for more is answered 400 (counted as rejected); `resolution` must not exceed it |
+//! | `max_source_buckets` | `1000` | open buckets of one source at most (so one source cannot take every bucket); values past it are dropped and counted as overflow |
+//! | `max_kept_values` | `1000000` | values kept for percentiles over every open bucket (8 bytes each, 8 MB); past it samples stop growing (count, sum, min, max stay exact) |
 //! | `max_connections` | `256` | connections at once on the drain (more wait in the backlog) and on the syslog TCP listener (more are closed at once) |
 //! | `idle_timeout` | `"10s"` | the drain: time to send a request's headers (an idle keep-alive connection is closed after it); syslog TCP: a connection that sends nothing for this long is closed |
 //! | `request_timeout` | `"30s"` | the drain: time to read a request's body and answer it (408 past it) |
@@ -191,6 +194,12 @@ struct Config {
     max_buckets: usize,
     #[serde(default = "default_max")]
     max_values: usize,
+    #[serde(default)]
+    max_resolution: Option<u32>,
+    #[serde(default)]
+    max_source_buckets: Option<usize>,
+    #[serde(default)]
+    max_kept_values: Option<usize>,
     #[serde(default)]
     max_connections: Option<usize>,
     #[serde(default)]
@@ -295,6 +304,19 @@ fn settings(conf: &PluginConf) -> Result<Settings, BuildError> {
         request_timeout: c.request_timeout.map_or(d.request_timeout, |s| s.0),
         max_header_bytes: d.max_header_bytes,
     };
+    let dl = Limits::default();
+    let max_resolution = c.max_resolution.unwrap_or(dl.max_resolution);
+    if !(1..=86_400).contains(&max_resolution) {
+        return Err(err("max_resolution", "must be a whole number of seconds from 1 to 86400"));
+    }
+    if c.resolution > max_resolution {
+        return Err(err("resolution", &format!("must be at most max_resolution ({max_resolution})")));
+    }
+    let max_source_buckets = c.max_source_buckets.unwrap_or(dl.max_source_buckets);
+    if max_source_buckets == 0 {
+        return Err(err("max_source_buckets", "must be at least 1"));
+    }
+    let max_kept_values = c.max_kept_values.unwrap_or(dl.max_kept_values);
     if net_limits.max_connections == 0 {
         return Err(err("max_connections", "must be at least 1"));
     }
@@ -320,7 +342,14 @@ fn settings(conf: &PluginConf) -> Result<Settings, BuildError> {
             prefix: nonempty(c.prefix),
             source_prefix: nonempty(c.source_prefix),
         },
-        limits: Limits { deadline: i64::from(c.deadline), max_buckets: c.max_buckets, max_values: c.max_values },
+        limits: Limits {
+            deadline: i64::from(c.deadline),
+            max_buckets: c.max_buckets,
+            max_values: c.max_values,
+            max_source_buckets,
+            max_kept_values,
+            max_resolution,
+        },
         flush_delay: c.flush_delay.0,
     })
 }

@@ -290,6 +290,12 @@ async fn logs(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return reply(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.");
     }
     let opts = query_options(req.uri().query().unwrap_or(""), &shared.defaults);
+    let max_resolution = shared.store.limits().max_resolution;
+    if opts.resolution > max_resolution {
+        // A bucket is held for its whole window: a day-long one would hold its values a day.
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        return reply(StatusCode::BAD_REQUEST, "resolution above max_resolution");
+    }
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {

@@ -256,6 +256,45 @@ fn check5_router_lines() {
     assert!(p.iter().any(|p| p.name == "l2met.router.service.perc99" && p.value == Value::Float(4.0)));
 }
 
+/// Issue 11, row 11: `resolution=86400` and 10,000 names × 10,000 values from one source
+/// (the issue: RSS 20 → 936 MB held for the day, and another source's counter dropped since
+/// the 10,000-bucket cap is shared). Bounds: `max_resolution`, `max_source_buckets` and
+/// `max_kept_values` (scaled down here: 50 buckets a source, 2,000 kept values).
+#[test]
+fn row11_resolution_sources_and_kept_values_are_bounded() {
+    let h = Harness::new(|s| {
+        s.limits.max_source_buckets = 50;
+        s.limits.max_kept_values = 2_000;
+    });
+    h.set_now("2013-07-22T00:06:27Z");
+    assert_eq!(h.post("?resolution=86400", &frame(T0, "web.1", "measure#x=1")).0, 400);
+    assert_eq!(h.counter(|c| &c.rejected), 1);
+    // One source opens 200 measurements with 100 values each: 50 buckets at most.
+    let mut body = String::new();
+    for n in 0..200 {
+        let values: Vec<String> = (0..100).map(|v| format!("measure#m{n}={v} source=greedy")).collect();
+        body.push_str(&frame(T0, "web.1", &values.join(" ")));
+    }
+    assert_eq!(h.post("", &body).0, 200);
+    let store = &h.m.shared().store;
+    assert_eq!(store.len(), 50);
+    assert_eq!(h.counter(|c| &c.overflow), 150 * 100);
+    // Another source still gets its bucket.
+    assert_eq!(h.post("", &frame(T0, "web.2", "count#other=1 source=quiet")).0, 200);
+    assert_eq!(store.len(), 51);
+    let s = h.series_at("2013-07-22T00:08:00Z");
+    let other = s.iter().find(|s| s.name == "other").expect("the other source's counter");
+    assert_eq!(other.source, "quiet");
+    // 50 buckets × 100 values = 5,000 values, 2,000 kept: counts stay exact.
+    let m0 = s.iter().find(|s| s.name == "m0").expect("m0");
+    match m0.stats {
+        store::Stats::Measure(st) => {
+            assert_eq!((st.count, st.sum, st.min, st.max), (100, 4950.0, 0.0, 99.0));
+        }
+        _ => panic!("a measure"),
+    }
+}
+
 /// §A.10 check 6: drain options, the deadline at 1 s, units as part of the identity.
 #[test]
 fn check6_drain_options() {
