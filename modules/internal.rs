@@ -34,6 +34,7 @@
 //! | `badger.emitter.dropped_points.<emitter>` | | int | counter | points dropped by the outbox: buffer or spool full, unsent at shutdown without a spool |
 //! | `badger.emitter.rejected_points.<emitter>` | | int | counter | points the server refused for good |
 //! | `badger.emitter.spool_errors.<emitter>` | | int | counter | spool troubles (corrupt files, failed writes) |
+//! | `badger.emitter.refused_series.<emitter>` | | int | counter | new series the `prometheus` emitter refused at its `max_bytes` |
 //! | `badger.emitter.write_micros.<emitter>` | us | int | gauge | how long the last send took |
 //! | `badger.listener.connections.<listener>` | | int | counter | connections accepted by a listener (`http`: `core.http_listen`; `l2met_drain`, `l2met_syslog`), tag `listener` |
 //! | `badger.listener.open.<listener>` | | int | gauge | connections open now |
