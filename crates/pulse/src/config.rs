@@ -101,6 +101,9 @@ pub struct ServerArgs {
     /// Bytes of `get` lines queued for one relay; a poll past it is skipped [default: 1048576]
     #[arg(long = "relay-queue-bytes", value_name = "BYTES")]
     pub relay_queue_bytes: Option<u64>,
+    /// API connections at once; more wait in the kernel's backlog [default: 256]
+    #[arg(long = "max-api-connections", value_name = "N")]
+    pub max_api_connections: Option<u64>,
     /// Buckets one /hourly or /daily query may span [default: 10000]
     #[arg(long = "max-query-buckets", value_name = "N")]
     pub max_query_buckets: Option<u64>,
@@ -141,6 +144,7 @@ pub struct Settings {
     pub relay_queue_bytes: usize,
     pub max_query_buckets: u64,
     pub query_timeout: Duration,
+    pub max_api_connections: usize,
     /// Warnings to log once the logger is up (values reset to their defaults).
     pub notes: Vec<String>,
 }
@@ -177,6 +181,7 @@ impl Default for Settings {
             relay_queue_bytes: 1 << 20,
             max_query_buckets: 10_000,
             query_timeout: Duration::from_secs(10),
+            max_api_connections: 256,
             notes: Vec::new(),
         }
     }
@@ -213,6 +218,7 @@ const KEYS: &[&str] = &[
     "relay-queue-bytes",
     "max-query-buckets",
     "query-timeout",
+    "max-api-connections",
 ];
 
 /// Half the soft open-files limit (`Max open files` of /proc/self/limits), within
@@ -369,6 +375,7 @@ impl ServerArgs {
             relay_queue_bytes: n(self.relay_queue_bytes, "relay-queue-bytes", d.relay_queue_bytes)?,
             max_query_buckets: n(self.max_query_buckets, "max-query-buckets", 10_000)? as u64,
             query_timeout,
+            max_api_connections: n(self.max_api_connections, "max-api-connections", d.max_api_connections)?,
             server_listen_address: s(&self.server_listen_address, "server-listen-address", &d.server_listen_address)?,
             http_listen_address: s(&self.http_listen_address, "http-listen-address", &d.http_listen_address)?,
             influx_address: s(&self.influx_address, "influx-address", "")?.trim_end_matches('/').to_string(),

@@ -269,7 +269,7 @@ impl IntoResponse for BadRequest {
     }
 }
 
-fn verb_of(v: Option<&str>, allow_none: bool) -> Result<Option<Verb>, BadRequest> {
+pub fn verb_of(v: Option<&str>, allow_none: bool) -> Result<Option<Verb>, BadRequest> {
     match v {
         None | Some("") => Ok(Some(Verb::Mean)),
         Some(x) if allow_none && x.eq_ignore_ascii_case("none") => Ok(None),
@@ -280,7 +280,7 @@ fn verb_of(v: Option<&str>, allow_none: bool) -> Result<Option<Verb>, BadRequest
     }
 }
 
-fn span_of(v: Option<&str>, default: &str, name: &str) -> Result<i64, BadRequest> {
+pub fn span_of(v: Option<&str>, default: &str, name: &str) -> Result<i64, BadRequest> {
     let s = v.filter(|s| !s.is_empty()).unwrap_or(default);
     duration_ms(s).ok_or_else(|| BadRequest(format!("bad {name} {s:?}: use a duration such as 1d, 12h, 30m or 0s")))
 }
@@ -325,6 +325,16 @@ async fn latest(
     }
 }
 
+/// The `(from, to)` milliseconds of a stat query `start` to `stop` ago, or `Err(buckets)`
+/// when it would span more than `max` buckets.
+pub fn query_range(start_ms: i64, stop_ms: i64, bucket: Duration, max: u64, now_ms: i64) -> Result<(i64, i64), i128> {
+    let buckets = (start_ms as i128 - stop_ms as i128) / (bucket.as_millis().max(1) as i128);
+    if buckets > max as i128 {
+        return Err(buckets);
+    }
+    Ok((now_ms.saturating_sub(start_ms), now_ms.saturating_sub(stop_ms)))
+}
+
 fn range_query(
     api: &Api,
     p: &Params,
@@ -335,23 +345,24 @@ fn range_query(
     let verb = verb_of(p.verb.as_deref(), false)?.unwrap_or(Verb::Mean);
     let start = span_of(p.start.as_deref(), default_start, "start")?;
     let stop = span_of(p.stop.as_deref(), "0s", "stop")?;
-    let now = now_ms();
-    let buckets = (start as i128 - stop as i128) / (bucket.as_millis().max(1) as i128);
-    if buckets > api.max_query_buckets as i128 {
-        api.metrics.limit(format_args!("a query of {buckets} buckets refused (--max-query-buckets)"));
-        return Err(BadRequest(format!(
-            "start {:?} to stop {:?} spans {buckets} buckets; at most {} (--max-query-buckets)",
-            p.start.as_deref().unwrap_or(default_start),
-            p.stop.as_deref().unwrap_or("0s"),
-            api.max_query_buckets
-        )));
-    }
+    let (from_ms, to_ms) = match query_range(start, stop, bucket, api.max_query_buckets, now_ms()) {
+        Ok(r) => r,
+        Err(buckets) => {
+            api.metrics.limit(format_args!("a query of {buckets} buckets refused (--max-query-buckets)"));
+            return Err(BadRequest(format!(
+                "start {:?} to stop {:?} spans {buckets} buckets; at most {} (--max-query-buckets)",
+                p.start.as_deref().unwrap_or(default_start),
+                p.stop.as_deref().unwrap_or("0s"),
+                api.max_query_buckets
+            )));
+        }
+    };
     Ok(RangeQuery {
         stat,
         filters: p.filters.clone(),
         verb,
-        from_ms: now - start,
-        to_ms: now - stop,
+        from_ms,
+        to_ms,
         bucket,
         fill: p.backfill.as_deref().map(|b| b.parse::<f64>().ok().filter(|v| v.is_finite()).unwrap_or(0.0)),
     })
@@ -472,21 +483,50 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-/// Serves the router on `listener`, over TLS when `tls` is given.
-pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<rustls::ServerConfig>>) {
+/// Serves the router on `listener`, over TLS when `tls` is given: at most
+/// `max_connections` at once (the others wait in the backlog; counted as `pulse_limited`),
+/// backing off from 10 ms to 1 s on accept errors; a connection must send its headers
+/// within 30 s (an idle keep-alive one is closed after that too).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    max_connections: usize,
+    api: Arc<Api>,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS)));
+    let mut backoff = Duration::from_millis(10);
     loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                api.metrics.limit(format_args!(
+                    "{max_connections} API connections open (--max-api-connections); new ones wait"
+                ));
+                match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
         let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
             Err(e) => {
-                log::warn!("pulse api: accepting: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                api.metrics.limit(format_args!("accepting an API connection: {e}; retrying in {backoff:?}"));
+                drop(permit);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
         let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match acceptor {
                 Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(stream)).await {
                     Ok(Ok(tls)) => serve_conn(tls, router, peer).await,

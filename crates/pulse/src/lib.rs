@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod config;
 pub mod embedded;
+pub mod fuzzing;
 pub mod http;
 pub mod influx;
 pub mod live;
@@ -263,9 +264,10 @@ async fn run(settings: Settings) -> Result<(), String> {
         .build()
         .map_err(|e| format!("Api failed to start - {e}"))?;
     let router = http::router(api.clone());
+    let (max_api, api2) = (settings.max_api_connections, api.clone());
     api_rt.spawn(async move {
         match tokio::net::TcpListener::from_std(http_listener) {
-            Ok(l) => http::serve(l, router, tls).await,
+            Ok(l) => http::serve(l, router, tls, max_api, api2).await,
             Err(e) => log::error!("Api failed to start - {e}"),
         }
     });

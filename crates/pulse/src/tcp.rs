@@ -337,7 +337,7 @@ async fn reply_and_close(mut stream: tokio::net::tcp::OwnedWriteHalf, msg: &str)
 
 /// Splits `id` arguments into the id and whether the relay token matched (always `true`
 /// without a relay token, when the whole argument is the id).
-fn identity<'a>(args: &'a str, token: &str) -> (&'a str, bool) {
+pub fn identity<'a>(args: &'a str, token: &str) -> (&'a str, bool) {
     if token.is_empty() {
         return (args, true);
     }
