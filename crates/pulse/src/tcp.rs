@@ -194,6 +194,12 @@ impl Registry {
     pub fn poll_all(&self) {
         let clients: Vec<Arc<Client>> = lock(&self.clients).values().cloned().collect();
         for c in clients {
+            if c.queued.load(Ordering::Relaxed) >= self.limits.queue_bytes {
+                // Skipped before the line is even built.
+                self.counters.polls_over_queue.fetch_add(1, Ordering::Relaxed);
+                self.counters.polls_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let line = {
                 let cols = lock(&c.collectors);
                 if cols.is_empty() {
