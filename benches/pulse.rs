@@ -118,6 +118,7 @@ fn main() {
             raw_retention: Duration::from_secs(8 * 3600),
             agg_retention: Duration::from_secs(7 * 86_400),
             agg_interval: Duration::from_secs(900),
+            max_series: badger_pulse::embedded::MAX_SERIES,
         })
         .unwrap();
         let q = 900_000;

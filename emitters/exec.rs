@@ -17,7 +17,8 @@
 //! [{"<stat>": {"units": …, "value": …}}…], "timestamp": …, "zone": …}`. The command starts with
 //! the first payload (not at `--check`), in its own process group; its stdout and stderr are
 //! badger's. Lines the command had not read when it exited are lost. At shutdown its stdin is
-//! closed and it has until badger's shutdown deadline to exit, then it is killed. The program
+//! closed and it has until badger's shutdown deadline to exit, then it is killed (its whole
+//! process group; when it exits on its own, what is left of its group is killed too). The program
 //! file must not be writable by group or others, and must be owned by root or badger's user;
 //! it is checked before every start.
 
@@ -32,7 +33,7 @@ use serde::Deserialize;
 
 use badger_api::duration::de_duration;
 use badger_api::plugin::{Batch, BuildError, EmitError, Emitter, EmitterContext, EmitterSpec, PluginConf, EXEC_KIND};
-use badger_api::process::{check_program, conf_dir, kill_group, resolve_program, timespec, wait_until};
+use badger_api::process::{check_program, conf_dir, kill_group, kill_leftovers, resolve_program, timespec, wait_until};
 use badger_api::throttle::LogThrottle;
 use badger_formats::json;
 
@@ -172,6 +173,8 @@ impl ExecEmitter {
             kill_group(&mut r.child);
         } else {
             let _ = r.child.wait();
+            // What it started in the background goes with it.
+            kill_leftovers(&r.child);
         }
         if r.started.elapsed() >= BACKOFF_RESET {
             self.backoff = self.restart_initial;
@@ -308,6 +311,8 @@ impl Emitter for ExecEmitter {
                     self.program.display()
                 );
                 kill_group(&mut r.child);
+            } else {
+                kill_leftovers(&r.child);
             }
         }
         if left > 0 {

@@ -18,6 +18,7 @@
 //! |---|---|---|
 //! | `address` | `"127.0.0.1:3000"` | the Pulse server's relay port, `host:port` |
 //! | `id` | the host name | how the relay identifies itself (the server's `host` tag) |
+//! | `token` | `""` | the server's relay token (`badger server --relay-token`), sent as `id <id> <token>`; `""`: none |
 //! | `stale_after` | `"2m"` | a stat not collected for this long (or three of its periods, if longer) is removed from the server |
 //! | `interval` | `0` | seconds between updates of the values the relay answers with |
 //! | `blacklist` | `[]` | stats this relay does not register (names or globs) |
@@ -45,6 +46,8 @@ struct Config {
     id: Option<String>,
     #[serde(default)]
     stale_after: Option<Seconds>,
+    #[serde(default)]
+    token: String,
 }
 
 fn default_address() -> String {
@@ -58,6 +61,8 @@ pub struct Settings {
     pub id: String,
     pub stale_after: Duration,
     pub tags: Vec<String>,
+    /// The relay token, `""` for none.
+    pub token: String,
 }
 
 impl Settings {
@@ -76,7 +81,20 @@ impl Settings {
         if stale_after < Duration::from_secs(1) {
             return Err(conf.error("stale_after", "must be at least 1s"));
         }
-        Ok(Settings { address, id, stale_after, tags: meta_tags(meta) })
+        let token = c.token.trim().to_string();
+        if token.chars().any(char::is_whitespace) {
+            return Err(conf.error("token", "must not contain white space"));
+        }
+        Ok(Settings { address, id, stale_after, tags: meta_tags(meta), token })
+    }
+}
+
+/// What follows `id `: the id, and the relay token after a space when there is one.
+fn identity(s: &Settings) -> String {
+    if s.token.is_empty() {
+        s.id.clone()
+    } else {
+        format!("{} {}", s.id, s.token)
     }
 }
 
@@ -119,7 +137,7 @@ pub struct Pulse {
 impl Pulse {
     pub fn new(s: &Settings, options: RelayOptions) -> Pulse {
         Pulse {
-            relay: Some(Relay::spawn_with(&s.address, &s.id, options)),
+            relay: Some(Relay::spawn_with(&s.address, &identity(s), options)),
             latest: Arc::default(),
             seen: HashMap::new(),
             tags: s.tags.clone(),
@@ -266,7 +284,9 @@ mod tests {
             id: "h1".into(),
             stale_after: Duration::from_secs(2),
             tags: vec!["cluster:c1".into()],
+            token: String::new(),
         };
+        assert_eq!(identity(&Settings { token: "t0k".into(), ..s.clone() }), "h1 t0k");
         let mut e = Pulse::new(&s, RelayOptions { reconnect_every: Duration::from_millis(100), ..Default::default() });
         let (conn, _) = l.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -9,7 +9,7 @@
 //! | `exec` | required | the command and its arguments, e.g. `["/usr/local/lib/badger/queues.sh", "mail"]`; no shell. A program without `/` is looked up in `PATH`, a relative path is relative to the conf file's directory, where the command also runs |
 //! | `interval` | `0` | seconds between runs (the command runs on the ticks whose timestamp is a multiple) |
 //! | `blacklist` | `[]` | stats to leave out (names or globs) |
-//! | `timeout` | `core.module_timeout` | the command is killed (its whole process group, SIGKILL) at 90% of it, so the tick still gets the error; at most `900ms` |
+//! | `timeout` | `core.module_timeout` | the command is killed (its whole process group, SIGKILL) at 90% of it, so the tick still gets the error; at most `900ms`. When it exits on its own, what is left of its process group (a `cmd &` it started) is killed too |
 //!
 //! The command prints one JSON object per line on stdout, the shape of a payload's points:
 //! `{"queue.depth.mail": {"value": 3, "units": ""}}`, optionally with `"measurement"`,
@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf, EXEC_KIND};
 use badger_api::point::Point;
-use badger_api::process::{check_program, conf_dir, kill_group, resolve_program, timespec, wait_until};
+use badger_api::process::{check_program, conf_dir, kill_group, kill_leftovers, resolve_program, timespec, wait_until};
 use badger_api::throttle::LogThrottle;
 use badger_formats::plugin_json::points_from_json;
 
@@ -140,7 +140,11 @@ impl Exec {
             }
         }
         match wait_until(&mut child, deadline) {
-            Some(status) => Ok(Outcome::Exited(status)),
+            Some(status) => {
+                // What it started in the background goes with it.
+                kill_leftovers(&child);
+                Ok(Outcome::Exited(status))
+            }
             None => {
                 kill_group(&mut child);
                 Ok(Outcome::Killed(format!("closed its stdout but still ran after {:?}", self.kill_after)))
@@ -236,6 +240,38 @@ echo '{"c": {"value": "x"}}'"#,
         assert!(took >= Duration::from_millis(270) && took < Duration::from_millis(450), "{took:?}");
         assert!(e.0.ends_with("s.sh killed: still running after 270ms; its output was dropped"), "{e}");
         assert!(out.is_empty());
+    }
+
+    /// Issue 11, row 13: a script that leaves `sleep 97 >/dev/null 2>&1 &` behind every
+    /// run (the issue: 12 orphaned sleeps after 12 s, still there after badger stopped).
+    #[test]
+    fn what_a_command_leaves_behind_is_killed_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let conf = script(
+            dir.path(),
+            &format!("sleep 97 >/dev/null 2>&1 & echo $! >> {}; echo '{{\"x\": 1}}'", pids.display()),
+        );
+        let mut m = build(&ctx(500), &conf).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..3 {
+            let mut out = Vec::new();
+            m.collect(Instant::now(), &mut out).unwrap();
+            assert_eq!(out.len(), 1);
+        }
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let left: Vec<&str> = text.lines().collect();
+        assert_eq!(left.len(), 3);
+        let alive = |pid: &str| {
+            std::thread::sleep(Duration::from_millis(50));
+            // Gone, or a zombie waiting for its (new) parent to reap it.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+                .unwrap_or(false)
+        };
+        for pid in left {
+            assert!(!alive(pid), "sleep {pid} outlived its run");
+        }
     }
 
     #[test]

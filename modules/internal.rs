@@ -34,7 +34,15 @@
 //! | `badger.emitter.dropped_points.<emitter>` | | int | counter | points dropped by the outbox: buffer or spool full, unsent at shutdown without a spool |
 //! | `badger.emitter.rejected_points.<emitter>` | | int | counter | points the server refused for good |
 //! | `badger.emitter.spool_errors.<emitter>` | | int | counter | spool troubles (corrupt files, failed writes) |
+//! | `badger.emitter.refused_series.<emitter>` | | int | counter | new series the `prometheus` emitter refused at its `max_bytes` |
 //! | `badger.emitter.write_micros.<emitter>` | us | int | gauge | how long the last send took |
+//! | `badger.listener.connections.<listener>` | | int | counter | connections accepted by a listener (`http`: `core.http_listen`; `l2met_drain`, `l2met_syslog`), tag `listener` |
+//! | `badger.listener.open.<listener>` | | int | gauge | connections open now |
+//! | `badger.listener.full.<listener>` | | int | counter | times every connection slot was taken (the next one waited in the backlog) |
+//! | `badger.listener.accept_errors.<listener>` | | int | counter | failed accepts (each backs off, 10 ms to 1 s) |
+//! | `badger.listener.header_timeouts.<listener>` | | int | counter | connections closed for not sending a complete header (or staying idle) within the header timeout |
+//! | `badger.listener.request_timeouts.<listener>` | | int | counter | requests answered 408 past the request timeout (body read and answer) |
+//! | `badger.listener.header_too_large.<listener>` | | int | counter | connections closed for headers past the byte limit |
 //! | `badger.cpu_seconds` | s | float | counter | CPU time badger used, user + system (`/proc/self/stat`) |
 //! | `badger.rss` | B | int | gauge | badger's resident memory (`VmRSS` of `/proc/self/status`) |
 //! | `badger.threads` | | int | gauge | badger's threads (`Threads` of `/proc/self/status`) |
@@ -101,6 +109,7 @@ impl Module for Internal {
                 Group::Emitter | Group::Outbox => {
                     Point::device("badger.emitter", r.field, u, "emitter", &r.name, r.value)
                 }
+                Group::Listener => Point::device("badger.listener", r.field, u, "listener", &r.name, r.value),
             });
         }
         if let Some((ticks, _)) = parse_stat(self.stat.read()?) {

@@ -100,9 +100,14 @@ impl Agent {
     }
 
     /// Starts, moves, updates or stops the HTTP listener for a plan.
-    fn apply_http(&mut self, listen: Option<std::net::SocketAddr>, router: Option<axum::Router>) {
+    fn apply_http(
+        &mut self,
+        listen: Option<std::net::SocketAddr>,
+        limits: &badger_api::listener::ListenerLimits,
+        router: Option<axum::Router>,
+    ) {
         match (self.http.take(), listen, router) {
-            (Some(server), Some(addr), Some(router)) if server.addr() == addr => {
+            (Some(server), Some(addr), Some(router)) if server.addr() == addr && server.limits() == limits => {
                 server.set_router(router);
                 self.http = Some(server);
             }
@@ -110,7 +115,7 @@ impl Agent {
                 if let Some(server) = old {
                     server.stop(Instant::now() + Duration::from_secs(2));
                 }
-                match HttpServer::start(addr, router) {
+                match HttpServer::start_with(addr, router, limits.clone(), Some(&self.telemetry)) {
                     Ok(server) => self.http = Some(server),
                     Err(e) => log::error!(
                         "core.http_listen: cannot listen on {addr}: {e}; the plugins' HTTP routes are not served"
@@ -148,7 +153,7 @@ impl Agent {
     /// new ones start, the ones no longer configured stop (emitters flush first).
     pub fn apply(&mut self, plan: Plan) {
         self.routes = plan.routes;
-        self.apply_http(plan.config.core.http_listen, plan.router);
+        self.apply_http(plan.config.core.http_listen, &plan.config.core.http_limits, plan.router);
         self.meta = Arc::new(plan.meta);
         self.queue_size = plan.config.core.queue_size;
         let mut old: HashMap<String, ModuleWorker> =

@@ -81,6 +81,8 @@ pub struct CoreConfig {
     pub plugin_dirs: Vec<PathBuf>,
     /// The agent's HTTP listener (`core.http_listen`); `None`: no listener.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Its bounds (`core.http_limits`).
+    pub http_limits: badger_api::listener::ListenerLimits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -350,6 +352,28 @@ fn core_config(
             )
         })?),
     };
+    let http_limits = match &raw.http_limits {
+        None => badger_api::listener::ListenerLimits::default(),
+        Some(l) => {
+            let d = badger_api::listener::ListenerLimits::default();
+            let lim = badger_api::listener::ListenerLimits {
+                max_connections: l.max_connections.unwrap_or(d.max_connections),
+                header_timeout: l.header_timeout.map_or(d.header_timeout, |s| s.0),
+                request_timeout: l.request_timeout.map_or(d.request_timeout, |s| s.0),
+                max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+            };
+            if lim.max_connections == 0 {
+                return Err(err("http_limits.max_connections", "must be at least 1".into()));
+            }
+            if lim.header_timeout.is_zero() || lim.request_timeout.is_zero() {
+                return Err(err("http_limits", "timeouts must be more than 0".into()));
+            }
+            if lim.max_header_bytes < 8192 {
+                return Err(err("http_limits.max_header_bytes", "must be at least 8192".into()));
+            }
+            lim
+        }
+    };
     Ok(CoreConfig {
         datacenter: raw.datacenter.clone(),
         region: raw.region.clone(),
@@ -368,6 +392,7 @@ fn core_config(
         queue_size,
         plugin_dirs,
         http_listen,
+        http_limits,
     })
 }
 
@@ -435,6 +460,17 @@ struct RawCore {
     queue_size: Option<usize>,
     plugin_dirs: Option<Vec<PathBuf>>,
     http_listen: Option<String>,
+    http_limits: Option<RawListenerLimits>,
+}
+
+/// `core.http_limits`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListenerLimits {
+    max_connections: Option<usize>,
+    header_timeout: Option<Seconds>,
+    request_timeout: Option<Seconds>,
+    max_header_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]

@@ -123,6 +123,7 @@ fn config(queue_size: usize) -> Config {
             queue_size,
             plugin_dirs: Vec::new(),
             http_listen: None,
+            http_limits: Default::default(),
         },
         modules: Vec::new(),
         emitters: Vec::new(),

@@ -5,6 +5,11 @@
 //! On reload the routes are swapped in place (the socket stays open); a changed address
 //! restarts the listener. At shutdown it stops accepting at once and lets the requests in
 //! progress finish until the shutdown deadline.
+//!
+//! Every connection is bounded by [`badger_api::listener`]: connections at once, header
+//! time (idle keep-alive connections included), request time, header bytes
+//! (`core.http_limits`, see docs/operating.md, "Limits"); the counters are published as
+//! the `internal` module's `badger.listener.*.http`.
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,6 +22,8 @@ use crossbeam_channel::{bounded, Receiver};
 use tower::ServiceExt;
 
 use badger_api::http::Route;
+use badger_api::listener::{ListenerLimits, ListenerStats};
+use badger_api::telemetry::{Group, Source, Telemetry};
 
 /// Joins the routes of every plugin into one router. Two plugins that claim the same path
 /// (or paths axum cannot tell apart) are an error that names both.
@@ -41,6 +48,9 @@ pub fn build_router(routes: &[Route]) -> Result<Router, String> {
 /// The running listener.
 pub struct HttpServer {
     addr: SocketAddr,
+    limits: ListenerLimits,
+    /// Published in the telemetry while the listener runs.
+    _stats: Arc<dyn Source>,
     local: SocketAddr,
     router: Arc<RwLock<Router>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -48,8 +58,19 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` and serves `router` on a new thread.
+    /// Binds `addr` and serves `router` on a new thread, with the default limits.
     pub fn start(addr: SocketAddr, router: Router) -> std::io::Result<HttpServer> {
+        HttpServer::start_with(addr, router, ListenerLimits::default(), None)
+    }
+
+    /// Binds `addr` and serves `router` on a new thread within `limits`, publishing the
+    /// listener's counters in `telemetry` (as `http`).
+    pub fn start_with(
+        addr: SocketAddr,
+        router: Router,
+        limits: ListenerLimits,
+        telemetry: Option<&Telemetry>,
+    ) -> std::io::Result<HttpServer> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
@@ -58,15 +79,21 @@ impl HttpServer {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done) = bounded::<()>(1);
         let serving = shared.clone();
+        let stats = Arc::new(ListenerStats::default());
+        let published: Arc<dyn Source> = stats.clone();
+        if let Some(t) = telemetry {
+            t.publish(Group::Listener, "http", &published);
+        }
+        let lim = limits.clone();
         std::thread::Builder::new().name("http".into()).spawn(move || {
             let result = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let app = Router::new().fallback(move |req: Request| dispatch(serving.clone(), req));
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await
+                let stop = async move {
+                    let _ = stop_rx.await;
+                };
+                badger_api::listener::serve(listener, app, lim, stats, "http", stop).await;
+                Ok::<(), std::io::Error>(())
             });
             if let Err(e) = result {
                 log::error!("http listener on {local}: {e}");
@@ -75,12 +102,17 @@ impl HttpServer {
             // Requests still running at this point are cut off with the runtime.
         })?;
         log::info!("http: listening on {local}");
-        Ok(HttpServer { addr, local, router: shared, stop: Some(stop_tx), done })
+        Ok(HttpServer { addr, limits, _stats: published, local, router: shared, stop: Some(stop_tx), done })
     }
 
     /// The configured address (`core.http_listen`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The limits it serves with (`core.http_limits`).
+    pub fn limits(&self) -> &ListenerLimits {
+        &self.limits
     }
 
     /// The bound address (differs from `addr` with port 0).

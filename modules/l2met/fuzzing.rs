@@ -28,7 +28,7 @@ pub fn frames(data: &[u8]) {
     assert!(frames.consumed() <= data.len());
 
     // The whole pipeline: every frame counted, buckets within the limit, stats readable.
-    let limits = Limits { deadline: 2, max_buckets: 64, max_values: 16 };
+    let limits = Limits { deadline: 2, max_buckets: 64, max_values: 16, ..Limits::default() };
     let store = Store::new(limits);
     let resolution = 1 + u32::from(data.first().copied().unwrap_or(0)) % 120;
     let opts = Options { resolution, prefix: None, source_prefix: Some("s".into()) };

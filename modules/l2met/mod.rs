@@ -99,6 +99,12 @@
 //! | `flush_delay` | `"1s"` | how long after a window closes its bucket waits for late values (seconds or `"500ms"`, at most `"60s"`) |
 //! | `max_buckets` | `10000` | open buckets at most; values that would open more are dropped and counted |
 //! | `max_values` | `10000` | values a measurement keeps for its percentiles (at least 1) |
+//! | `max_resolution` | `3600` | the largest `resolution` (seconds) accepted: a drain request asking for more is answered 400 (counted as rejected); `resolution` must not exceed it |
+//! | `max_source_buckets` | `1000` | open buckets of one source at most (so one source cannot take every bucket); values past it are dropped and counted as overflow |
+//! | `max_kept_values` | `1000000` | values kept for percentiles over every open bucket (8 bytes each, 8 MB); past it samples stop growing (count, sum, min, max stay exact) |
+//! | `max_connections` | `256` | connections at once on the drain (more wait in the backlog) and on the syslog TCP listener (more are closed at once) |
+//! | `idle_timeout` | `"10s"` | the drain: time to send a request's headers (an idle keep-alive connection is closed after it); syslog TCP: a connection that sends nothing for this long is closed |
+//! | `request_timeout` | `"30s"` | the drain: time to read a request's body and answer it (408 past it) |
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -188,6 +194,18 @@ struct Config {
     max_buckets: usize,
     #[serde(default = "default_max")]
     max_values: usize,
+    #[serde(default)]
+    max_resolution: Option<u32>,
+    #[serde(default)]
+    max_source_buckets: Option<usize>,
+    #[serde(default)]
+    max_kept_values: Option<usize>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    idle_timeout: Option<Seconds>,
+    #[serde(default)]
+    request_timeout: Option<Seconds>,
 }
 
 /// What every input thread shares: the buckets, the clock, the default options and the
@@ -220,6 +238,10 @@ pub struct Settings {
     pub defaults: Options,
     pub limits: Limits,
     pub flush_delay: Duration,
+    /// Bounds of the drain and the syslog TCP listener (`header_timeout` is `idle_timeout`).
+    pub net_limits: badger_api::listener::ListenerLimits,
+    /// Where the listeners' counters are published (`l2met_drain`, `l2met_syslog`).
+    pub telemetry: Option<badger_api::telemetry::Telemetry>,
 }
 
 impl Default for Settings {
@@ -236,6 +258,8 @@ impl Default for Settings {
             defaults: Options::default(),
             limits: Limits::default(),
             flush_delay: Duration::from_secs(1),
+            net_limits: badger_api::listener::ListenerLimits::default(),
+            telemetry: None,
         }
     }
 }
@@ -273,7 +297,38 @@ fn settings(conf: &PluginConf) -> Result<Settings, BuildError> {
         glob::Pattern::new(f).map_err(|e| err("files", &format!("bad glob \"{f}\": {e}")))?;
     }
     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let d = badger_api::listener::ListenerLimits::default();
+    let net_limits = badger_api::listener::ListenerLimits {
+        max_connections: c.max_connections.unwrap_or(d.max_connections),
+        header_timeout: c.idle_timeout.map_or(d.header_timeout, |s| s.0),
+        request_timeout: c.request_timeout.map_or(d.request_timeout, |s| s.0),
+        max_header_bytes: d.max_header_bytes,
+    };
+    let dl = Limits::default();
+    let max_resolution = c.max_resolution.unwrap_or(dl.max_resolution);
+    if !(1..=86_400).contains(&max_resolution) {
+        return Err(err("max_resolution", "must be a whole number of seconds from 1 to 86400"));
+    }
+    if c.resolution > max_resolution {
+        return Err(err("resolution", &format!("must be at most max_resolution ({max_resolution})")));
+    }
+    let max_source_buckets = c.max_source_buckets.unwrap_or(dl.max_source_buckets);
+    if max_source_buckets == 0 {
+        return Err(err("max_source_buckets", "must be at least 1"));
+    }
+    let max_kept_values = c.max_kept_values.unwrap_or(dl.max_kept_values);
+    if net_limits.max_connections == 0 {
+        return Err(err("max_connections", "must be at least 1"));
+    }
+    if net_limits.header_timeout.is_zero() {
+        return Err(err("idle_timeout", "must be more than 0"));
+    }
+    if net_limits.request_timeout.is_zero() {
+        return Err(err("request_timeout", "must be more than 0"));
+    }
     Ok(Settings {
+        net_limits,
+        telemetry: None,
         name: conf.name.clone(),
         listen,
         tokens: c.tokens.0,
@@ -287,13 +342,21 @@ fn settings(conf: &PluginConf) -> Result<Settings, BuildError> {
             prefix: nonempty(c.prefix),
             source_prefix: nonempty(c.source_prefix),
         },
-        limits: Limits { deadline: i64::from(c.deadline), max_buckets: c.max_buckets, max_values: c.max_values },
+        limits: Limits {
+            deadline: i64::from(c.deadline),
+            max_buckets: c.max_buckets,
+            max_values: c.max_values,
+            max_source_buckets,
+            max_kept_values,
+            max_resolution,
+        },
         flush_delay: c.flush_delay.0,
     })
 }
 
-fn build(_ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, BuildError> {
-    let s = settings(conf)?;
+fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, BuildError> {
+    let mut s = settings(conf)?;
+    s.telemetry = Some(ctx.telemetry.clone());
     let store = store_for(&conf.name, s.limits);
     Ok(Box::new(L2met::start_with(s, system_clock(), store)?))
 }
@@ -346,8 +409,15 @@ impl L2met {
         });
         let net = if s.listen.is_some() || s.syslog_udp.is_some() || s.syslog_tcp.is_some() {
             Some(
-                net::Net::start(shared.clone(), s.listen, s.syslog_udp, s.syslog_tcp)
-                    .map_err(BuildError::Unavailable)?,
+                net::Net::start(
+                    shared.clone(),
+                    s.listen,
+                    s.syslog_udp,
+                    s.syslog_tcp,
+                    &s.net_limits,
+                    s.telemetry.as_ref(),
+                )
+                .map_err(BuildError::Unavailable)?,
             )
         } else {
             None

@@ -11,6 +11,13 @@
 //! fails on its own port and no connection waiting in the socket's queue is lost. The old
 //! instance then stops accepting and reading at once, and lets the drain's requests in
 //! progress finish (2 s at most) when it is dropped.
+//!
+//! Bounds (`max_connections`, `idle_timeout`, `request_timeout`): the drain is served by
+//! [`badger_api::listener::serve`] (connections at once, header/idle time, request time,
+//! header bytes); the syslog TCP listener closes a connection past `max_connections` at once
+//! and a connection that sends nothing for `idle_timeout`, so idle senders cannot keep new
+//! ones out. Counters: the `internal` module's `badger.listener.*.l2met_drain` and
+//! `….l2met_syslog`; the log lines are throttled to one a minute.
 
 use std::future::Future;
 use std::io;
@@ -29,6 +36,8 @@ use subtle::ConstantTimeEq;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use badger_api::listener::{ListenerLimits, ListenerStats};
+
 use super::parse::syslog_line;
 use super::store::{Ingest, Options};
 use super::Shared;
@@ -37,8 +46,6 @@ use super::Shared;
 pub const MAX_BODY: usize = 8 << 20;
 /// Longest syslog message on TCP.
 pub const MAX_FRAME: usize = 64 << 10;
-/// TCP syslog connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 256;
 
 /// A socket one or more instances serve.
 struct Socket {
@@ -76,6 +83,8 @@ fn socket(tcp: bool, addr: SocketAddr) -> io::Result<Arc<Socket>> {
 
 /// The running network inputs of one instance.
 pub struct Net {
+    /// The listeners' counters, published while this instance runs.
+    _stats: Vec<Arc<dyn badger_api::telemetry::Source>>,
     pub http: Option<SocketAddr>,
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
@@ -100,7 +109,21 @@ impl Net {
         http: Option<SocketAddr>,
         udp: Option<SocketAddr>,
         tcp: Option<SocketAddr>,
+        limits: &ListenerLimits,
+        telemetry: Option<&badger_api::telemetry::Telemetry>,
     ) -> Result<Net, String> {
+        let drain_stats = Arc::new(ListenerStats::default());
+        let syslog_stats = Arc::new(ListenerStats::default());
+        let published: Vec<Arc<dyn badger_api::telemetry::Source>> = vec![drain_stats.clone(), syslog_stats.clone()];
+        if let Some(t) = telemetry {
+            if http.is_some() {
+                t.publish(badger_api::telemetry::Group::Listener, "l2met_drain", &published[0]);
+            }
+            if tcp.is_some() {
+                t.publish(badger_api::telemetry::Group::Listener, "l2met_syslog", &published[1]);
+            }
+        }
+        let lim = limits.clone();
         let mut sockets = Vec::new();
         let mut bind = |tcp_kind: bool, addr: Option<SocketAddr>, what: &str| -> Result<Option<Arc<Socket>>, String> {
             let Some(addr) = addr else { return Ok(None) };
@@ -145,12 +168,21 @@ impl Net {
         let thread = std::thread::Builder::new()
             .name("l2met-net".into())
             .spawn(move || {
-                rt.block_on(run(shared, http_l, udp_s, tcp_l, stop_rx));
+                let bounds = Bounds { limits: lim, drain: drain_stats, syslog: syslog_stats };
+                rt.block_on(run(shared, http_l, udp_s, tcp_l, stop_rx, bounds));
                 // Dropping the runtime cancels the connection tasks and closes their sockets.
                 drop(rt);
             })
             .map_err(|e| format!("starting the network thread: {e}"))?;
-        Ok(Net { http: http_addr, udp: udp_addr, tcp: tcp_addr, stop, thread: Some(thread), _sockets: sockets })
+        Ok(Net {
+            _stats: published,
+            http: http_addr,
+            udp: udp_addr,
+            tcp: tcp_addr,
+            stop,
+            thread: Some(thread),
+            _sockets: sockets,
+        })
     }
 }
 
@@ -176,6 +208,13 @@ async fn until_stopped<F: Future<Output = ()>>(fut: F, stop: watch::Receiver<boo
     }
 }
 
+/// The listeners' bounds and counters.
+struct Bounds {
+    limits: ListenerLimits,
+    drain: Arc<ListenerStats>,
+    syslog: Arc<ListenerStats>,
+}
+
 /// How long a stopping instance lets the drain's requests in progress finish.
 const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -185,19 +224,24 @@ async fn run(
     udp: Option<(UdpSocket, watch::Receiver<u64>)>,
     tcp: Option<(TcpListener, watch::Receiver<u64>)>,
     mut stop: watch::Receiver<bool>,
+    bounds: Bounds,
 ) {
+    let Bounds { limits, drain: drain_stats, syslog: syslog_stats } = bounds;
     let mut http_task = None;
     if let Some((l, takeover)) = http {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
                 let app = Router::new().route("/logs", axum::routing::any(logs)).with_state(shared.clone());
                 // Graceful: on stop or takeover it stops accepting and lets requests finish.
-                let serve = axum::serve(l, app).with_graceful_shutdown(stop_or_takeover(stop.clone(), takeover));
-                http_task = Some(tokio::spawn(async move {
-                    if let Err(e) = serve.await {
-                        log::error!("l2met: HTTP drain stopped: {e}");
-                    }
-                }));
+                let serve = badger_api::listener::serve(
+                    l,
+                    app,
+                    limits.clone(),
+                    drain_stats,
+                    "l2met drain",
+                    stop_or_takeover(stop.clone(), takeover),
+                );
+                http_task = Some(tokio::spawn(serve));
             }
             Err(e) => log::error!("l2met: HTTP drain: {e}"),
         }
@@ -213,7 +257,8 @@ async fn run(
     if let Some((l, takeover)) = tcp {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(until_stopped(serve_tcp(shared.clone(), l), stop.clone(), takeover));
+                let serve = serve_tcp(shared.clone(), l, limits.clone(), syslog_stats);
+                tokio::spawn(until_stopped(serve, stop.clone(), takeover));
             }
             Err(e) => log::error!("l2met: syslog TCP: {e}"),
         }
@@ -245,6 +290,12 @@ async fn logs(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return reply(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.");
     }
     let opts = query_options(req.uri().query().unwrap_or(""), &shared.defaults);
+    let max_resolution = shared.store.limits().max_resolution;
+    if opts.resolution > max_resolution {
+        // A bucket is held for its whole window: a day-long one would hold its values a day.
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        return reply(StatusCode::BAD_REQUEST, "resolution above max_resolution");
+    }
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -371,40 +422,71 @@ async fn serve_udp(shared: Arc<Shared>, sock: tokio::net::UdpSocket) {
     }
 }
 
-async fn serve_tcp(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+async fn serve_tcp(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    limits: ListenerLimits,
+    stats: Arc<ListenerStats>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
+    let mut backoff = std::time::Duration::from_millis(10);
+    let max = limits.max_connections;
     loop {
         let (conn, peer) = match listener.accept().await {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff = std::time::Duration::from_millis(10);
+                c
+            }
             Err(e) => {
-                log::debug!("l2met: syslog TCP accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                stats.hit(&stats.accept_errors, "l2met syslog TCP", format_args!("accepting: {e}"));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+        if open.fetch_add(1, Ordering::Relaxed) >= max {
             open.fetch_sub(1, Ordering::Relaxed);
-            log::warn!("l2met: syslog TCP: {MAX_CONNECTIONS} connections open; closing the one from {peer}");
+            stats.hit(
+                &stats.full,
+                "l2met syslog TCP",
+                format_args!("{max} connections open (max_connections); closing the one from {peer}"),
+            );
             continue;
         }
-        let (shared, open) = (shared.clone(), open.clone());
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let (shared, open, stats) = (shared.clone(), open.clone(), stats.clone());
+        let idle = limits.header_timeout;
         tokio::spawn(async move {
-            serve_tcp_conn(&shared, conn).await;
+            if serve_tcp_conn(&shared, conn, idle).await {
+                stats.hit(
+                    &stats.header_timeouts,
+                    "l2met syslog TCP",
+                    format_args!("{peer} sent nothing for {idle:?} (idle_timeout); closed"),
+                );
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
 /// Reads one connection's frames: octet-counted (`LEN SP MSG`, RFC 6587) when a frame
-/// starts with a digit, else up to the next newline.
-async fn serve_tcp_conn(shared: &Shared, mut conn: tokio::net::TcpStream) {
+/// starts with a digit, else up to the next newline. A connection silent for `idle` is
+/// closed (returns true then).
+async fn serve_tcp_conn(shared: &Shared, mut conn: tokio::net::TcpStream, idle: std::time::Duration) -> bool {
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut ingest = Ingest::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut timed_out = false;
     loop {
-        let n = match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let n = match tokio::time::timeout(idle, conn.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
         let now = shared.now_ms();
@@ -424,7 +506,7 @@ async fn serve_tcp_conn(shared: &Shared, mut conn: tokio::net::TcpStream) {
         ingest.flush(&shared.store);
         if bad {
             log::debug!("l2met: syslog TCP: a frame is too long or its length is not a number; closing");
-            return;
+            return false;
         }
         buf.drain(..used);
     }
@@ -433,6 +515,7 @@ async fn serve_tcp_conn(shared: &Shared, mut conn: tokio::net::TcpStream) {
         ingest.syslog(&shared.store, &buf, &shared.defaults, shared.now_ms());
         ingest.flush(&shared.store);
     }
+    timed_out
 }
 
 /// One frame of a TCP syslog stream.

@@ -34,11 +34,26 @@ pub struct Limits {
     /// Values a measurement bucket keeps for its percentiles; beyond it, a uniform sample of
     /// this size (count, sum, min and max stay exact).
     pub max_values: usize,
+    /// Open buckets of one source at most (so one source cannot take every bucket).
+    pub max_source_buckets: usize,
+    /// Values kept for percentiles over every open bucket (8 bytes each); past it a bucket's
+    /// sample stops growing (its reservoir still replaces values; count, sum, min and max
+    /// stay exact).
+    pub max_kept_values: usize,
+    /// The largest resolution (seconds) the drain accepts (a bucket is held that long).
+    pub max_resolution: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { deadline: 2, max_buckets: 10_000, max_values: 10_000 }
+        Limits {
+            deadline: 2,
+            max_buckets: 10_000,
+            max_values: 10_000,
+            max_source_buckets: 1_000,
+            max_kept_values: 1_000_000,
+            max_resolution: 3600,
+        }
     }
 }
 
@@ -58,7 +73,8 @@ pub struct Counters {
     /// Values dropped because their bucket was older than the deadline (l2met's
     /// `receiver.drop`) or more than an hour ahead.
     pub dropped: AtomicU64,
-    /// Values dropped because `max_buckets` buckets were open.
+    /// Values dropped because `max_buckets` buckets were open (or `max_source_buckets` of
+    /// their source).
     pub overflow: AtomicU64,
     /// Messages logplex said it dropped (`L10` lines; l2met's `logplex.l10`).
     pub l10: AtomicU64,
@@ -98,14 +114,15 @@ impl Agg {
         }
     }
 
-    fn add(&mut self, v: f64, max_values: usize, rng: &mut u64) {
+    fn add(&mut self, v: f64, max_values: usize, rng: &mut u64, budget: &mut usize) {
         match self {
             Agg::Measure { count, sum, min, max, values } => {
                 *count += 1;
                 *sum += v;
                 *min = min.min(v);
                 *max = max.max(v);
-                if values.len() < max_values {
+                if values.len() < max_values && *budget > 0 {
+                    *budget -= 1;
                     values.push(v);
                 } else {
                     // Reservoir sampling (Algorithm R): every value is kept with equal chance.
@@ -155,6 +172,10 @@ impl Bucket {
 
 struct Inner {
     map: HashMap<Box<[u8]>, Bucket>,
+    /// Open buckets per source.
+    per_source: HashMap<String, usize>,
+    /// Values that may still be kept for percentiles (`max_kept_values` minus those kept).
+    budget: usize,
     limits: Limits,
     /// The earliest `ready_at` of any bucket (ms), so a collection with nothing ready is cheap.
     next_ready_ms: i64,
@@ -179,6 +200,8 @@ impl Store {
         Store {
             inner: Mutex::new(Inner {
                 map: HashMap::new(),
+                per_source: HashMap::new(),
+                budget: limits.max_kept_values,
                 limits,
                 next_ready_ms: i64::MAX,
                 rng: seed,
@@ -194,7 +217,10 @@ impl Store {
 
     /// New limits (a reload); buckets already open stay.
     pub fn set_limits(&self, limits: Limits) {
-        self.lock().limits = limits;
+        let mut inner = self.lock();
+        let kept = inner.limits.max_kept_values.saturating_sub(inner.budget);
+        inner.budget = limits.max_kept_values.saturating_sub(kept);
+        inner.limits = limits;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -223,6 +249,17 @@ impl Store {
         let ready = |b: &Bucket| b.ready_at().saturating_mul(1000).saturating_add(delay_ms) <= now_ms;
         let keys: Vec<Box<[u8]>> = inner.map.iter().filter(|(_, b)| ready(b)).map(|(k, _)| k.clone()).collect();
         let mut out: Vec<Bucket> = keys.iter().filter_map(|k| inner.map.remove(k)).collect();
+        for b in &out {
+            if let Agg::Measure { values, .. } = &b.agg {
+                inner.budget = (inner.budget + values.len()).min(inner.limits.max_kept_values);
+            }
+            if let Some(n) = inner.per_source.get_mut(&b.source) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.per_source.remove(&b.source);
+                }
+            }
+        }
         inner.next_ready_ms = inner.map.values().map(|b| b.ready_at().saturating_mul(1000)).min().unwrap_or(i64::MAX);
         let deadline = inner.limits.deadline;
         drop(inner);
@@ -370,7 +407,7 @@ impl Ingest {
                 None => key.extend_from_slice(source),
             }
             if let Some(b) = inner.map.get_mut(&key[..]) {
-                b.agg.add(metric.value, limits.max_values, &mut inner.rng);
+                b.agg.add(metric.value, limits.max_values, &mut inner.rng, &mut inner.budget);
                 b.values += 1;
                 self.tally.values += 1;
                 continue;
@@ -379,6 +416,18 @@ impl Ingest {
                 self.tally.overflow += 1;
                 continue;
             }
+            let source_name = String::from_utf8_lossy(&key[src_at..]).into_owned();
+            let of_source = inner.per_source.get(&source_name).copied().unwrap_or(0);
+            if of_source >= limits.max_source_buckets {
+                self.tally.overflow += 1;
+                continue;
+            }
+            inner.per_source.insert(source_name.clone(), of_source + 1);
+            // A bucket's first value is always kept (bounded by `max_buckets`).
+            let agg = Agg::new(metric.kind, metric.value);
+            if metric.kind == Kind::Measure {
+                inner.budget = inner.budget.saturating_sub(1);
+            }
             let name_end = at + 4 + len as usize;
             let bucket = Bucket {
                 time,
@@ -386,8 +435,8 @@ impl Ingest {
                 kind: metric.kind,
                 name: String::from_utf8_lossy(&key[at + 4..name_end]).into_owned(),
                 units: String::from_utf8_lossy(metric.units).into_owned(),
-                source: String::from_utf8_lossy(&key[src_at..]).into_owned(),
-                agg: Agg::new(metric.kind, metric.value),
+                source: source_name,
+                agg,
                 values: 1,
             };
             inner.next_ready_ms = inner.next_ready_ms.min(bucket.ready_at().saturating_mul(1000));

@@ -256,6 +256,45 @@ fn check5_router_lines() {
     assert!(p.iter().any(|p| p.name == "l2met.router.service.perc99" && p.value == Value::Float(4.0)));
 }
 
+/// Issue 11, row 11: `resolution=86400` and 10,000 names × 10,000 values from one source
+/// (the issue: RSS 20 → 936 MB held for the day, and another source's counter dropped since
+/// the 10,000-bucket cap is shared). Bounds: `max_resolution`, `max_source_buckets` and
+/// `max_kept_values` (scaled down here: 50 buckets a source, 2,000 kept values).
+#[test]
+fn row11_resolution_sources_and_kept_values_are_bounded() {
+    let h = Harness::new(|s| {
+        s.limits.max_source_buckets = 50;
+        s.limits.max_kept_values = 2_000;
+    });
+    h.set_now("2013-07-22T00:06:27Z");
+    assert_eq!(h.post("?resolution=86400", &frame(T0, "web.1", "measure#x=1")).0, 400);
+    assert_eq!(h.counter(|c| &c.rejected), 1);
+    // One source opens 200 measurements with 100 values each: 50 buckets at most.
+    let mut body = String::new();
+    for n in 0..200 {
+        let values: Vec<String> = (0..100).map(|v| format!("measure#m{n}={v} source=greedy")).collect();
+        body.push_str(&frame(T0, "web.1", &values.join(" ")));
+    }
+    assert_eq!(h.post("", &body).0, 200);
+    let store = &h.m.shared().store;
+    assert_eq!(store.len(), 50);
+    assert_eq!(h.counter(|c| &c.overflow), 150 * 100);
+    // Another source still gets its bucket.
+    assert_eq!(h.post("", &frame(T0, "web.2", "count#other=1 source=quiet")).0, 200);
+    assert_eq!(store.len(), 51);
+    let s = h.series_at("2013-07-22T00:08:00Z");
+    let other = s.iter().find(|s| s.name == "other").expect("the other source's counter");
+    assert_eq!(other.source, "quiet");
+    // 50 buckets × 100 values = 5,000 values, 2,000 kept: counts stay exact.
+    let m0 = s.iter().find(|s| s.name == "m0").expect("m0");
+    match m0.stats {
+        store::Stats::Measure(st) => {
+            assert_eq!((st.count, st.sum, st.min, st.max), (100, 4950.0, 0.0, 99.0));
+        }
+        _ => panic!("a measure"),
+    }
+}
+
 /// §A.10 check 6: drain options, the deadline at 1 s, units as part of the identity.
 #[test]
 fn check6_drain_options() {
@@ -606,6 +645,40 @@ fn syslog_udp_and_tcp_rfc5424_and_rfc3164() {
     t.write_all(b"<13>Jul 22 00:07:29 host app: count#again=1\n").unwrap();
     drop(t);
     eventually(|| (store.counters.lines.load(Ordering::SeqCst) >= 6).then_some(()));
+}
+
+/// Issue 11, row 10: idle syslog TCP connections (the issue: 256 of them refused every new
+/// sender for as long as they stayed idle). Bound: `max_connections` (4 here) at once,
+/// and a connection silent for `idle_timeout` (300 ms here) is closed.
+#[test]
+fn syslog_tcp_idle_connections_cannot_starve_new_senders() {
+    let h = Harness::new(|s| {
+        s.listen = None;
+        s.syslog_tcp = Some("127.0.0.1:0".parse().unwrap());
+        s.net_limits.max_connections = 4;
+        s.net_limits.header_timeout = Duration::from_millis(300);
+    });
+    h.set_now("2013-07-22T00:06:30Z");
+    let (_, _, tcp) = h.m.local_addrs();
+    let tcp = tcp.expect("tcp");
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(tcp).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // A fifth is closed at once while the four are open.
+    let mut fifth = TcpStream::connect(tcp).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut fifth, &mut b).unwrap_or(0), 0);
+    // After the idle timeout the idle ones are closed, and a new sender is read.
+    std::thread::sleep(Duration::from_millis(600));
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(std::io::Read::read(&mut c, &mut b).unwrap_or(0), 0, "an idle connection is closed");
+    }
+    let mut t = TcpStream::connect(tcp).unwrap();
+    t.write_all(b"<13>Jul 22 00:06:29 host app: count#late=3\n").unwrap();
+    drop(t);
+    let store = &h.m.shared().store;
+    eventually(|| (store.counters.lines.load(Ordering::SeqCst) >= 1).then_some(()));
 }
 
 #[test]

@@ -52,6 +52,7 @@ pub fn seed(dir: &std::path::Path, hours: i64) {
         raw_retention: Duration::from_secs(8 * 3600),
         agg_retention: Duration::from_secs(7 * 86_400),
         agg_interval: Duration::from_secs(900),
+        max_series: badger_pulse::embedded::MAX_SERIES,
     })
     .unwrap();
     for host in ["h1", "h2"] {

@@ -4,6 +4,7 @@
 mod cases;
 mod support;
 
+mod abuse;
 mod alerts;
 mod api;
 mod influx;

@@ -7,6 +7,7 @@ mod support_kafka;
 mod support_otlp;
 mod support_prom;
 
+mod abuse;
 mod graphite;
 mod http_listener;
 mod influxdb;

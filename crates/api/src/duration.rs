@@ -10,6 +10,10 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<f64>() {
+        // Saturating: a number of seconds past what a Duration holds is "forever".
+        if secs.is_finite() && secs >= u64::MAX as f64 {
+            return Ok(Duration::MAX);
+        }
         return Duration::try_from_secs_f64(secs).map_err(|_| format!("\"{text}\" is not a valid number of seconds"));
     }
     humantime::parse_duration(t)

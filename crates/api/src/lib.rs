@@ -8,6 +8,7 @@ pub mod config;
 pub mod duration;
 pub mod host;
 pub mod http;
+pub mod listener;
 pub mod logging;
 pub mod matcher;
 pub mod plugin;

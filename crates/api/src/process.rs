@@ -85,6 +85,15 @@ pub fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Kills what is left of the process group of a child that exited on its own (it was
+/// started as a group leader): a `sleep 97 &` it left behind must not outlive it. The group
+/// id stays reserved while any member lives, so this never reaches an unrelated process.
+pub fn kill_leftovers(child: &Child) {
+    if let Some(pid) = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
 /// Waits for a child to exit until `deadline`; `None` if it is still running then.
 pub fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
     let mut pause = Duration::from_millis(1);

@@ -28,6 +28,9 @@ pub enum Group {
     Emitter,
     /// An emitter's outbox (buffered delivery), by the emitter's configured name.
     Outbox,
+    /// A network listener's bounds (`badger_api::listener`, the l2met syslog listener),
+    /// by the listener's name (`http`, `l2met_drain`, …).
+    Listener,
 }
 
 struct Entry {

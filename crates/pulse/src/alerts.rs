@@ -136,13 +136,36 @@ fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }
 
+/// Loads `alerts.json` leniently: an alert that does not parse is skipped (logged); a file
+/// that is not a JSON list at all is set aside as `alerts.json.bad` (logged) and the server
+/// starts with no alerts rather than not at all.
+fn load_lenient(path: &std::path::Path, text: &str) -> Vec<Alert> {
+    let items: Vec<serde_json::Value> = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let bad = path.with_extension("json.bad");
+            log::error!("pulse: {}: {e}; set aside as {} and starting with no alerts", path.display(), bad.display());
+            let _ = std::fs::rename(path, &bad);
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, v) in items.into_iter().enumerate() {
+        match serde_json::from_value::<Alert>(v) {
+            Ok(a) => out.push(a),
+            Err(e) => log::warn!("pulse: {}: alert #{i} skipped: {e}", path.display()),
+        }
+    }
+    out
+}
+
 impl Alerts {
     /// Loads `alerts.json` from `dir` (none if missing).
     pub fn open(dir: &std::path::Path, kapacitor: Option<String>) -> Result<Alerts, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        super::embedded::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("alerts.json");
         let list: Vec<Alert> = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+            Ok(text) => load_lenient(&path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
@@ -162,9 +185,24 @@ impl Alerts {
         let all: Vec<&Alert> = list.values().map(|e| &e.alert).collect();
         let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| format!("saving {}: {e}", self.path.display()))
+        // Written, synced, renamed, the directory synced: a crash leaves the old file or
+        // the new one, never a torn one.
+        let r = (|| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r.map_err(|e| format!("saving {}: {e}", self.path.display()))
     }
 
     /// Pings Kapacitor (at startup, as the original).
@@ -427,5 +465,23 @@ mod tests {
         );
         let n: Alert = serde_json::from_str(r#"{"metric":"m","threshold":80.5,"post":"p"}"#).unwrap();
         assert_eq!(n.threshold, "80.5");
+    }
+
+    #[test]
+    fn alerts_json_loads_leniently_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.json");
+        std::fs::write(&path, r#"[{"id":"a","metric":"m","threshold":"1","post":"p"}, {"id":5,"metric":[]}]"#).unwrap();
+        let a = Alerts::open(dir.path(), None).unwrap();
+        assert_eq!(lock(&a.list).len(), 1, "the bad alert is skipped, the good one kept");
+        a.save(&lock(&a.list)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        drop(a);
+        // A torn file: the server still starts, the file is set aside.
+        std::fs::write(&path, r#"[{"id":"a","metr"#).unwrap();
+        let a = Alerts::open(dir.path(), None).unwrap();
+        assert!(lock(&a.list).is_empty());
+        assert!(dir.path().join("alerts.json.bad").exists());
     }
 }

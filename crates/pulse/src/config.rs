@@ -83,6 +83,33 @@ pub struct ServerArgs {
     /// PEM private key for HTTPS
     #[arg(long = "tls-key", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Relay token: relays must send `id <id> <token>`; "" accepts any relay [default: ""]
+    #[arg(long = "relay-token", value_name = "TOKEN")]
+    pub relay_token: Option<String>,
+    /// Series the embedded store holds at most; new ones past it are refused [default: 100000]
+    #[arg(long = "max-series", value_name = "N")]
+    pub max_series: Option<u64>,
+    /// Stat and collector names one relay may register (`add`) or send (`got`) [default: 10000]
+    #[arg(long = "max-relay-stats", value_name = "N")]
+    pub max_relay_stats: Option<u64>,
+    /// Stat and collector names of all relays together [default: 200000]
+    #[arg(long = "max-stats", value_name = "N")]
+    pub max_stats: Option<u64>,
+    /// Relay connections at once (identified or not); more wait in the kernel's backlog [default: half the open-files limit, 64 to 10000]
+    #[arg(long = "max-relays", value_name = "N")]
+    pub max_relays: Option<u64>,
+    /// Bytes of `get` lines queued for one relay; a poll past it is skipped [default: 1048576]
+    #[arg(long = "relay-queue-bytes", value_name = "BYTES")]
+    pub relay_queue_bytes: Option<u64>,
+    /// API connections at once; more wait in the kernel's backlog [default: 256]
+    #[arg(long = "max-api-connections", value_name = "N")]
+    pub max_api_connections: Option<u64>,
+    /// Buckets one /hourly or /daily query may span [default: 10000]
+    #[arg(long = "max-query-buckets", value_name = "N")]
+    pub max_query_buckets: Option<u64>,
+    /// Time one API query may take before it is answered 503 [default: 10s]
+    #[arg(long = "query-timeout", value_name = "DURATION")]
+    pub query_timeout: Option<String>,
 }
 
 /// The checked settings.
@@ -109,6 +136,15 @@ pub struct Settings {
     pub self_metrics: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub relay_token: String,
+    pub max_series: usize,
+    pub max_relay_stats: usize,
+    pub max_stats: usize,
+    pub max_relays: usize,
+    pub relay_queue_bytes: usize,
+    pub max_query_buckets: u64,
+    pub query_timeout: Duration,
+    pub max_api_connections: usize,
     /// Warnings to log once the logger is up (values reset to their defaults).
     pub notes: Vec<String>,
 }
@@ -137,6 +173,15 @@ impl Default for Settings {
             self_metrics: true,
             tls_cert: None,
             tls_key: None,
+            relay_token: String::new(),
+            max_series: 100_000,
+            max_relay_stats: 10_000,
+            max_stats: 200_000,
+            max_relays: default_max_relays(),
+            relay_queue_bytes: 1 << 20,
+            max_query_buckets: 10_000,
+            query_timeout: Duration::from_secs(10),
+            max_api_connections: 256,
             notes: Vec::new(),
         }
     }
@@ -165,7 +210,29 @@ const KEYS: &[&str] = &[
     "self-metrics",
     "tls-cert",
     "tls-key",
+    "relay-token",
+    "max-series",
+    "max-relay-stats",
+    "max-stats",
+    "max-relays",
+    "relay-queue-bytes",
+    "max-query-buckets",
+    "query-timeout",
+    "max-api-connections",
 ];
+
+/// Half the soft open-files limit (`Max open files` of /proc/self/limits), within
+/// 64..=10,000, so relays alone can never take every descriptor (the API, the store and
+/// the other half stay served); 512 when the limit cannot be read.
+pub fn default_max_relays() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    soft.map_or(512, |n| (n / 2).clamp(64, 10_000))
+}
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     Ok(match s.trim().to_ascii_lowercase().as_str() {
@@ -288,7 +355,27 @@ impl ServerArgs {
         if tls_cert.is_some() != tls_key.is_some() {
             return Err("--tls-cert and --tls-key go together".into());
         }
+        let n = |flag: Option<u64>, key: &str, def: usize| -> Result<usize, String> {
+            let v = i(flag.map(|v| i64::try_from(v).unwrap_or(i64::MAX)), key, def as i64)?;
+            if v < 1 {
+                return Err(format!("{key} must be at least 1"));
+            }
+            Ok(usize::try_from(v).unwrap_or(usize::MAX))
+        };
+        let query_timeout = parse_duration(&s(&self.query_timeout, "query-timeout", "10s")?)?;
+        if query_timeout < Duration::from_millis(100) {
+            return Err("query-timeout must be at least 100ms".into());
+        }
         Ok(Settings {
+            relay_token: s(&self.relay_token, "relay-token", "")?,
+            max_series: n(self.max_series, "max-series", d.max_series)?,
+            max_relay_stats: n(self.max_relay_stats, "max-relay-stats", d.max_relay_stats)?,
+            max_stats: n(self.max_stats, "max-stats", d.max_stats)?,
+            max_relays: n(self.max_relays, "max-relays", d.max_relays)?,
+            relay_queue_bytes: n(self.relay_queue_bytes, "relay-queue-bytes", d.relay_queue_bytes)?,
+            max_query_buckets: n(self.max_query_buckets, "max-query-buckets", 10_000)? as u64,
+            query_timeout,
+            max_api_connections: n(self.max_api_connections, "max-api-connections", d.max_api_connections)?,
             server_listen_address: s(&self.server_listen_address, "server-listen-address", &d.server_listen_address)?,
             http_listen_address: s(&self.http_listen_address, "http-listen-address", &d.http_listen_address)?,
             influx_address: s(&self.influx_address, "influx-address", "")?.trim_end_matches('/').to_string(),
@@ -300,7 +387,7 @@ impl ServerArgs {
             insecure,
             token: s(&self.token, "token", "secret")?,
             poll_interval: Duration::from_secs(poll as u64),
-            aggregate_interval: Duration::from_secs(agg as u64 * 60),
+            aggregate_interval: Duration::from_secs((agg as u64).saturating_mul(60)),
             retention_weeks: retention,
             beat_interval: Duration::from_secs(beat as u64),
             storage: path(&self.storage, "storage")?.unwrap_or(d.storage),

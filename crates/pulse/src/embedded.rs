@@ -11,7 +11,22 @@
 //!   aggregate retention (`retention` weeks).
 //!
 //! Every block is `magic, length, crc32, min time, max time` and its records; on start a
-//! torn or corrupt tail (a crash during a write) is cut off at the last good block.
+//! torn or corrupt tail (a crash during a write) is cut off at the last good block. A
+//! block whose write fails (a full disk) is cut off again at once (the file goes back to
+//! its length before the write) and stays pending in memory for the next flush, so a
+//! torn write loses only itself and never hides the blocks written after it.
+//!
+//! Crash consistency of the series: a new series gets its id and is visible to queries
+//! only once its `series.jsonl` line is written and synced; a failed write takes the
+//! line back (the file is cut to its old length) and the series stays out of memory (its
+//! points are dropped and counted). `open()` loads each line by its explicit id and skips
+//! a bad line instead of truncating there, so a gap never shifts later ids. At most
+//! [`Options::max_series`] series are held; past it new series are refused (counted,
+//! logged at most once a minute). A series with no point, bucket or aggregate left within
+//! retention expires from memory, and `series.jsonl` is compacted (rewritten, synced,
+//! renamed) once a quarter of its lines (and at least 1,000) are expired series. Every
+//! duration is turned into milliseconds saturating, so a huge retention means "forever",
+//! never a negative one.
 //! In memory: every series, its last few raw points (for `/latest`), its open bucket and
 //! its aggregates within retention (12 bytes each: `/hourly` over a week reads 672 per
 //! series without touching the disk). Alerts read the raw files of their window.
@@ -20,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -46,6 +62,32 @@ pub struct Options {
     pub raw_retention: Duration,
     pub agg_retention: Duration,
     pub agg_interval: Duration,
+    /// Series held at most (`--max-series`); new ones past it are refused.
+    pub max_series: usize,
+}
+
+/// Default of `--max-series`.
+pub const MAX_SERIES: usize = 100_000;
+/// Raw records kept pending while the disk refuses them; older ones are dropped past it.
+const MAX_PENDING: usize = 16 << 20;
+
+/// Counters of the embedded store (the server's self-metrics).
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Points dropped: their series was refused (limit, failed `series.jsonl` write) or
+    /// their block could not be kept pending.
+    pub dropped_points: AtomicU64,
+    /// New series refused at `max_series`.
+    pub refused_series: AtomicU64,
+    /// Writes that failed (`series.jsonl` or a segment).
+    pub write_errors: AtomicU64,
+    /// Series expired from memory.
+    pub expired_series: AtomicU64,
+}
+
+/// A duration in milliseconds, saturating at `i64::MAX`.
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 struct Series {
@@ -60,7 +102,14 @@ struct Series {
 
 #[derive(Default)]
 struct Mem {
-    series: Vec<Series>,
+    /// By id (ids are never reused: an expired series keeps its gap).
+    series: HashMap<u32, Series>,
+    /// The next new series' id: above every id ever written.
+    next_id: u32,
+    /// Series held (`series.len()`).
+    live: usize,
+    /// Lines of `series.jsonl` (live or not), to decide when to compact it.
+    lines: usize,
     by_key: HashMap<String, u32>,
     by_measurement: BTreeMap<String, Vec<u32>>,
     tag_keys: BTreeSet<String>,
@@ -106,6 +155,8 @@ pub struct Embedded {
     opts: Options,
     mem: RwLock<Mem>,
     files: Mutex<Files>,
+    pub counters: StoreCounters,
+    throttle: Mutex<badger_api::throttle::LogThrottle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -241,51 +292,78 @@ impl Embedded {
     /// series, the aggregates within retention and the last raw points.
     pub fn open(opts: Options) -> io::Result<Embedded> {
         let dir = &opts.dir;
-        fs::create_dir_all(dir.join("raw"))?;
-        fs::create_dir_all(dir.join("agg"))?;
+        create_private_dir(dir)?;
+        create_private_dir(&dir.join("raw"))?;
+        create_private_dir(&dir.join("agg"))?;
         let mut mem = Mem::default();
         let series_path = dir.join("series.jsonl");
+        let mut skipped = 0usize;
+        let mut good_end = 0u64;
         if let Ok(f) = File::open(&series_path) {
-            let mut good = 0u64;
             let mut r = BufReader::new(f);
-            let mut line = String::new();
+            let mut line = Vec::new();
+            let mut at = 0u64;
             loop {
                 line.clear();
-                let n = r.read_line(&mut line)?;
-                if n == 0 || !line.ends_with('\n') {
+                let n = r.read_until(b'\n', &mut line)?;
+                if n == 0 {
                     break;
                 }
-                let Ok(s) = serde_json::from_str::<SeriesLine>(&line) else { break };
-                if s.id as usize != mem.series.len() {
+                at += n as u64;
+                if line.last() != Some(&b'\n') {
+                    // A torn last line: cut below.
                     break;
                 }
-                Self::insert_series(&mut mem, Arc::new(SeriesKey::new(&s.m, s.t)));
-                good += n as u64;
+                good_end = at;
+                let parsed = serde_json::from_slice::<SeriesLine>(&line).ok();
+                match parsed {
+                    Some(s) if s.id < u32::MAX => {
+                        mem.lines += 1;
+                        let key = Arc::new(SeriesKey::new(&s.m, s.t));
+                        let ks = key_string(&key.measurement, &key.tags);
+                        if mem.by_key.contains_key(&ks) {
+                            // The same series twice (revived after expiry under its id):
+                            // the first id stays.
+                            continue;
+                        }
+                        mem.next_id = mem.next_id.max(s.id + 1);
+                        if mem.series.contains_key(&s.id) {
+                            skipped += 1;
+                            continue;
+                        }
+                        Self::insert_series(&mut mem, s.id, key);
+                    }
+                    _ => skipped += 1,
+                }
             }
-            if good < fs::metadata(&series_path)?.len() {
-                log::warn!("pulse store: {}: cutting a torn tail", series_path.display());
-                OpenOptions::new().write(true).open(&series_path)?.set_len(good)?;
+            if skipped > 0 {
+                log::warn!("pulse store: {}: skipped {skipped} bad lines", series_path.display());
+            }
+            if good_end < fs::metadata(&series_path)?.len() {
+                log::warn!("pulse store: {}: cutting a torn last line", series_path.display());
+                OpenOptions::new().write(true).open(&series_path)?.set_len(good_end)?;
             }
         }
         let now = now_ms();
         let store = Embedded {
             mem: RwLock::new(mem),
             files: Mutex::new(Files {
-                series_log: OpenOptions::new().create(true).append(true).open(&series_path)?,
+                series_log: open_append(&series_path)?,
                 raw: None,
                 agg: None,
                 pending_raw: Pending::default(),
                 pending_agg: BTreeMap::new(),
             }),
             opts,
+            counters: StoreCounters::default(),
+            throttle: Mutex::new(badger_api::throttle::LogThrottle::default()),
         };
-        store.expire(now);
         store.load(now)?;
+        store.expire(now);
         Ok(store)
     }
 
-    fn insert_series(mem: &mut Mem, key: Arc<SeriesKey>) -> u32 {
-        let id = mem.series.len() as u32;
+    fn insert_series(mem: &mut Mem, id: u32, key: Arc<SeriesKey>) {
         let (measurement, tags) = (&key.measurement, &key.tags);
         mem.by_key.insert(key_string(measurement, tags), id);
         mem.by_measurement.entry(measurement.to_string()).or_default().push(id);
@@ -294,23 +372,38 @@ impl Embedded {
                 mem.tag_keys.insert(k.clone());
             }
         }
-        mem.series.push(Series { key, recent: VecDeque::with_capacity(RECENT), open: None, aggs: VecDeque::new() });
-        id
+        mem.next_id = mem.next_id.max(id.saturating_add(1));
+        let s = Series { key, recent: VecDeque::with_capacity(RECENT), open: None, aggs: VecDeque::new() };
+        if mem.series.insert(id, s).is_none() {
+            mem.live += 1;
+        }
+    }
+
+    fn remove_series(mem: &mut Mem, id: u32) {
+        let Some(s) = mem.series.remove(&id) else { return };
+        mem.live -= 1;
+        mem.by_key.remove(&key_string(&s.key.measurement, &s.key.tags));
+        if let Some(ids) = mem.by_measurement.get_mut(&s.key.measurement) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                mem.by_measurement.remove(&s.key.measurement);
+            }
+        }
     }
 
     fn load(&self, now: i64) -> io::Result<()> {
         let mut mem = self.mem.write().unwrap_or_else(|e| e.into_inner());
-        let n = mem.series.len();
-        let agg_from = now - self.opts.agg_retention.as_millis() as i64;
-        let mut aggs: Vec<BTreeMap<i64, (f64, u32)>> = (0..n).map(|_| BTreeMap::new()).collect();
+        let agg_from = now.saturating_sub(ms(self.opts.agg_retention));
+        let mut aggs: HashMap<u32, BTreeMap<i64, (f64, u32)>> =
+            mem.series.keys().map(|&id| (id, BTreeMap::new())).collect();
         for (_, path) in segments(&self.opts.dir.join("agg")) {
             repair(&path)?;
             read_blocks(&path, agg_from, i64::MAX, |p| {
                 for (id, t, mean, count) in decode_agg(p) {
-                    if let Some(m) = aggs.get_mut(id as usize) {
+                    if let Some(m) = aggs.get_mut(&id) {
                         // A bucket written twice (a partial one at shutdown): merge by count.
                         let e = m.entry(t).or_insert((0.0, 0));
-                        let total = e.1 + count;
+                        let total = e.1.saturating_add(count);
                         if total > 0 {
                             e.0 = (e.0 * e.1 as f64 + mean * count as f64) / total as f64;
                         }
@@ -319,19 +412,21 @@ impl Embedded {
                 }
             })?;
         }
-        for (s, m) in mem.series.iter_mut().zip(aggs) {
-            s.aggs = m.into_iter().filter(|(t, _)| *t > agg_from).map(|(t, (v, _))| ((t / 1000) as u32, v)).collect();
+        for (id, m) in aggs {
+            if let Some(s) = mem.series.get_mut(&id) {
+                s.aggs =
+                    m.into_iter().filter(|(t, _)| *t > agg_from).map(|(t, (v, _))| ((t / 1000) as u32, v)).collect();
+            }
         }
         let raw = segments(&self.opts.dir.join("raw"));
         for (_, path) in &raw {
             repair(path)?;
         }
         let recent_from = now - 3_600_000;
-        for (start, path) in raw.iter().filter(|(s, _)| s + RAW_SPAN_MS > recent_from) {
-            let _ = start;
+        for (_, path) in raw.iter().filter(|(s, _)| s.saturating_add(RAW_SPAN_MS) > recent_from) {
             read_blocks(path, recent_from, i64::MAX, |p| {
                 for (id, t, v) in decode_raw(p) {
-                    if let Some(s) = mem.series.get_mut(id as usize) {
+                    if let Some(s) = mem.series.get_mut(&id) {
                         push_recent(&mut s.recent, t, v);
                     }
                 }
@@ -344,85 +439,174 @@ impl Embedded {
     fn matching(mem: &Mem, stat: &str, filters: &Filters) -> Vec<u32> {
         mem.by_measurement
             .get(stat)
-            .map(|ids| ids.iter().copied().filter(|&id| filters.matches(&mem.series[id as usize].key.tags)).collect())
+            .map(|ids| {
+                ids.iter()
+                    .copied()
+                    .filter(|id| mem.series.get(id).is_some_and(|s| filters.matches(&s.key.tags)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
+    fn refuse(&self, what: &str) {
+        if let Some(left) = lock(&self.throttle).allow() {
+            log::warn!("pulse store: {what} ({left} more such since the last line)");
+        }
+    }
+
+    /// Gives every new series of the batch an id, writing and syncing their lines first:
+    /// a series enters memory only once its line is durable. A series refused (the limit,
+    /// a failed write) keeps no id; its points are dropped by `write`.
     fn resolve(&self, batch: &Batch) -> Result<(), String> {
-        if batch.points.iter().all(|(k, _)| k.id.get().is_some()) {
-            return Ok(());
+        let known = |mem: &Mem, k: &SeriesKey| k.id.get().is_some_and(|id| mem.series.contains_key(id));
+        {
+            let mem = self.mem.read().unwrap_or_else(|e| e.into_inner());
+            if batch.points.iter().all(|(k, _)| known(&mem, k)) {
+                return Ok(());
+            }
         }
         let mut mem = self.mem.write().unwrap_or_else(|e| e.into_inner());
         let mut files = lock(&self.files);
+        let mut new: Vec<(u32, Arc<SeriesKey>)> = Vec::new();
+        let mut text = String::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut next = mem.next_id;
+        let mut refused = 0u64;
         for (k, _) in &batch.points {
-            if k.id.get().is_some() {
+            if known(&mem, k) {
                 continue;
             }
             let ks = key_string(&k.measurement, &k.tags);
-            let id = match mem.by_key.get(&ks) {
+            if let Some(&id) = mem.by_key.get(&ks) {
+                let _ = k.id.set(id);
+                continue;
+            }
+            if !seen.insert(ks) {
+                continue;
+            }
+            if mem.live + new.len() >= self.opts.max_series {
+                refused += 1;
+                continue;
+            }
+            // An expired series comes back under its old id (the key still carries it).
+            let id = match k.id.get() {
                 Some(&id) => id,
+                None if next == u32::MAX => {
+                    refused += 1;
+                    continue;
+                }
                 None => {
-                    let id = Self::insert_series(&mut mem, k.clone());
-                    let mut line =
-                        serde_json::to_string(&SeriesLine { id, m: k.measurement.clone(), t: k.tags.clone() })
-                            .map_err(|e| e.to_string())?;
-                    line.push('\n');
-                    files.series_log.write_all(line.as_bytes()).map_err(|e| format!("writing series.jsonl: {e}"))?;
-                    id
+                    next += 1;
+                    next - 1
                 }
             };
+            let line = serde_json::to_string(&SeriesLine { id, m: k.measurement.clone(), t: k.tags.clone() })
+                .map_err(|e| e.to_string())?;
+            text.push_str(&line);
+            text.push('\n');
+            new.push((id, k.clone()));
+        }
+        if refused > 0 {
+            self.counters.refused_series.fetch_add(refused, Ordering::Relaxed);
+            self.refuse(&format!("{refused} new series refused: {} series held (--max-series)", mem.live));
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let f = &mut files.series_log;
+        let before = f.metadata().map_err(|e| format!("series.jsonl: {e}"))?.len();
+        let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_data());
+        if let Err(e) = written {
+            // Take the line(s) back so the file never holds a half line or an id gap.
+            let _ = f.set_len(before);
+            self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(format!("writing series.jsonl: {e}; {} new series not stored", new.len()));
+        }
+        mem.lines += new.len();
+        for (id, k) in new {
             let _ = k.id.set(id);
+            if k.id.get() == Some(&id) {
+                Self::insert_series(&mut mem, id, k);
+            }
         }
         Ok(())
     }
 
     fn agg_ms(&self) -> i64 {
-        (self.opts.agg_interval.as_millis() as i64).max(60_000)
+        ms(self.opts.agg_interval).max(60_000)
     }
 
+    /// Appends one block; on failure the file is cut back to its length before, so a
+    /// failed or torn write loses only this block (which the caller keeps pending).
     fn write_block(dir: &Path, slot: &mut Option<(i64, File)>, span: i64, p: &Pending) -> Result<(), String> {
         let start = p.min.div_euclid(span) * span;
         if slot.as_ref().is_none_or(|(s, _)| *s != start) {
             let path = dir.join(format!("{start}.seg"));
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+            let f = open_append(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
             *slot = Some((start, f));
         }
         let Some((_, f)) = slot.as_mut() else { return Ok(()) };
         let mut block = Vec::with_capacity(HEADER + p.buf.len());
         block.extend_from_slice(&block_header(&p.buf, p.min, p.max));
         block.extend_from_slice(&p.buf);
-        f.write_all(&block).map_err(|e| format!("writing {}: {e}", dir.display()))
+        let before = f.metadata().map_err(|e| format!("{}: {e}", dir.display()))?.len();
+        match f.write_all(&block) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = f.set_len(before);
+                Err(format!("writing {}: {e}", dir.display()))
+            }
+        }
     }
 
-    /// Closes open buckets that ended before `now` (series that stopped reporting) and
-    /// drops what is past retention.
+    /// Closes open buckets that ended before `now` (series that stopped reporting), drops
+    /// what is past retention, expires idle series and compacts `series.jsonl`.
     fn expire(&self, now: i64) {
         let agg = self.agg_ms();
+        let mut expired = 0u64;
         {
             let mut mem = self.mem.write().unwrap_or_else(|e| e.into_inner());
             let mut files = lock(&self.files);
-            let agg_from = ((now - self.opts.agg_retention.as_millis() as i64) / 1000) as u32;
-            for id in 0..mem.series.len() {
-                let s = &mut mem.series[id];
+            let agg_from = (now.saturating_sub(ms(self.opts.agg_retention)).max(0) / 1000).min(u32::MAX as i64) as u32;
+            let raw_from = now.saturating_sub(ms(self.opts.raw_retention));
+            let mut idle = Vec::new();
+            for (&id, s) in mem.series.iter_mut() {
                 if let Some((b, sum, n)) = s.open {
-                    if b + agg <= now - 5_000 {
+                    if b.saturating_add(agg) <= now - 5_000 {
                         s.open = None;
-                        close_bucket(s, &mut files, id as u32, b, sum, n);
+                        close_bucket(s, &mut files, id, b, sum, n);
                     }
                 }
                 while s.aggs.front().is_some_and(|a| a.0 <= agg_from) {
                     s.aggs.pop_front();
                 }
+                while s.recent.front().is_some_and(|p| p.0 <= raw_from) {
+                    s.recent.pop_front();
+                }
+                if s.open.is_none() && s.aggs.is_empty() && s.recent.is_empty() {
+                    idle.push(id);
+                }
+            }
+            for id in idle {
+                Self::remove_series(&mut mem, id);
+                expired += 1;
+            }
+            if expired > 0 {
+                self.counters.expired_series.fetch_add(expired, Ordering::Relaxed);
+                log::info!("pulse store: {expired} idle series expired ({} held)", mem.live);
+            }
+            let dead = mem.lines.saturating_sub(mem.live);
+            if dead >= 1000 && dead * 4 >= mem.lines {
+                if let Err(e) = self.compact(&mut mem, &mut files) {
+                    self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    log::error!("pulse store: compacting series.jsonl: {e}");
+                }
             }
         }
         let drop_old = |dir: &Path, span: i64, keep: Duration| {
-            let limit = now - keep.as_millis() as i64;
+            let limit = now.saturating_sub(ms(keep));
             for (start, path) in segments(dir) {
-                if start + span <= limit {
+                if start.saturating_add(span) <= limit {
                     log::debug!("pulse store: retention: removing {}", path.display());
                     if let Err(e) = fs::remove_file(&path) {
                         log::warn!("pulse store: removing {}: {e}", path.display());
@@ -434,10 +618,41 @@ impl Embedded {
         drop_old(&self.opts.dir.join("agg"), AGG_SPAN_MS, self.opts.agg_retention);
     }
 
+    /// Rewrites `series.jsonl` with the live series only: a temp file, synced, renamed,
+    /// the directory synced. On failure the old file stays as it was.
+    fn compact(&self, mem: &mut Mem, files: &mut Files) -> io::Result<()> {
+        let path = self.opts.dir.join("series.jsonl");
+        let tmp = self.opts.dir.join("series.jsonl.tmp");
+        let mut text = String::new();
+        let mut ids: Vec<u32> = mem.series.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(s) = mem.series.get(&id) else { continue };
+            let line = SeriesLine { id, m: s.key.measurement.clone(), t: s.key.tags.clone() };
+            text.push_str(&serde_json::to_string(&line).map_err(io::Error::other)?);
+            text.push('\n');
+        }
+        let written = (|| {
+            let mut f = private_options().write(true).create(true).truncate(true).open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.opts.dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        files.series_log = open_append(&path)?;
+        log::info!("pulse store: series.jsonl compacted: {} lines → {}", mem.lines, mem.live);
+        mem.lines = mem.live;
+        Ok(())
+    }
+
     /// Number of series, and the aggregates held in memory (for tests and self-metrics).
     pub fn counts(&self) -> (usize, usize) {
         let mem = self.mem.read().unwrap_or_else(|e| e.into_inner());
-        (mem.series.len(), mem.series.iter().map(|s| s.aggs.len()).sum())
+        (mem.live, mem.series.values().map(|s| s.aggs.len()).sum())
     }
 
     /// Writes aggregates directly (seeding history, e.g. for the benchmark): each
@@ -454,7 +669,7 @@ impl Embedded {
         let Some(id) = id else { return Err("no series".into()) };
         let mut mem = self.mem.write().unwrap_or_else(|e| e.into_inner());
         let mut files = lock(&self.files);
-        let s = &mut mem.series[id as usize];
+        let Some(s) = mem.series.get_mut(&id) else { return Err("no series".into()) };
         for &(b, v) in buckets {
             close_bucket(s, &mut files, id, b, v, 1);
         }
@@ -465,6 +680,23 @@ impl Embedded {
     }
 }
 
+/// Options for a file only the server's user may read (0600).
+fn private_options() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.mode(0o600);
+    o
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    private_options().create(true).append(true).open(path)
+}
+
+/// Creates a directory (and its parents) only the server's user may enter (0700).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
 fn push_recent(recent: &mut VecDeque<(i64, f64)>, t: i64, v: f64) {
     if recent.len() == RECENT {
         recent.pop_front();
@@ -492,8 +724,15 @@ impl Backend for Embedded {
         false
     }
 
+    fn limit_hits(&self) -> u64 {
+        self.counters.refused_series.load(Ordering::Relaxed) + self.counters.dropped_points.load(Ordering::Relaxed)
+    }
+
     fn write(&self, batch: &Batch) -> Result<(), String> {
-        self.resolve(batch)?;
+        // The points of series that could not be stored are dropped below; the others
+        // are written even when a new series' line failed.
+        let resolved = self.resolve(batch);
+        let mut dropped = 0u64;
         let agg = self.agg_ms();
         let t = batch.time_ms;
         let bucket = t.div_euclid(agg) * agg;
@@ -502,11 +741,19 @@ impl Backend for Embedded {
         let mut rec = [0u8; RAW_RECORD];
         rec[4..12].copy_from_slice(&t.to_le_bytes());
         for (k, v) in &batch.points {
+            let Some(s) = k.id.get().and_then(|id| mem.series.get_mut(id)) else {
+                dropped += 1;
+                continue;
+            };
             let Some(&id) = k.id.get() else { continue };
+            if files.pending_raw.buf.len() >= MAX_PENDING {
+                // The disk has refused blocks for a while: keep memory bounded.
+                dropped += 1;
+                continue;
+            }
             rec[0..4].copy_from_slice(&id.to_le_bytes());
             rec[12..20].copy_from_slice(&v.to_le_bytes());
             files.pending_raw.push(&rec, t);
-            let Some(s) = mem.series.get_mut(id as usize) else { continue };
             push_recent(&mut s.recent, t, *v);
             match &mut s.open {
                 Some((b, sum, n)) if *b == bucket => {
@@ -529,30 +776,39 @@ impl Backend for Embedded {
         let big = files.pending_raw.buf.len() >= BLOCK_BYTES;
         drop(mem);
         drop(files);
+        if dropped > 0 {
+            self.counters.dropped_points.fetch_add(dropped, Ordering::Relaxed);
+        }
         if big {
             self.flush()?;
         }
-        Ok(())
+        resolved
     }
 
     fn flush(&self) -> Result<(), String> {
         let mut files = lock(&self.files);
         let files = &mut *files;
+        // A block leaves memory only once written: a failed write keeps it pending.
+        let failed = |e: String| {
+            self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            e
+        };
         if !files.pending_raw.buf.is_empty() {
-            let p = std::mem::take(&mut files.pending_raw);
-            Self::write_block(&self.opts.dir.join("raw"), &mut files.raw, RAW_SPAN_MS, &p)?;
+            Self::write_block(&self.opts.dir.join("raw"), &mut files.raw, RAW_SPAN_MS, &files.pending_raw)
+                .map_err(failed)?;
+            files.pending_raw = Pending::default();
         }
-        for (_, p) in std::mem::take(&mut files.pending_agg) {
-            Self::write_block(&self.opts.dir.join("agg"), &mut files.agg, AGG_SPAN_MS, &p)?;
+        while let Some((&day, p)) = files.pending_agg.iter().next() {
+            Self::write_block(&self.opts.dir.join("agg"), &mut files.agg, AGG_SPAN_MS, p).map_err(failed)?;
+            files.pending_agg.remove(&day);
         }
         Ok(())
     }
 
     fn maintain(&self, now_ms: i64) {
         self.expire(now_ms);
-        if let Err(e) = self.flush() {
-            log::error!("pulse store: {e}");
-        }
+        // A failure is counted by flush and logged (throttled) by the writer's own flushes.
+        let _ = self.flush();
     }
 
     fn keys(&self) -> Result<Vec<String>, String> {
@@ -566,15 +822,14 @@ impl Backend for Embedded {
     }
 
     fn latest(&self, q: &LatestQuery, now_ms: i64) -> Result<Latest, String> {
-        let poll = (q.poll.as_millis() as i64).max(1000);
+        let poll = ms(q.poll).clamp(1000, 86_400_000);
         let from = now_ms - 2 * poll;
         let mem = self.mem.read().unwrap_or_else(|e| e.into_inner());
         let ids = Self::matching(&mem, &q.stat, &q.filters);
         let Some(verb) = q.verb else {
             let (extra, n) = q.filters.multi();
             let mut rows: Vec<Row> = Vec::new();
-            for id in ids {
-                let s = &mem.series[id as usize];
+            for s in ids.iter().filter_map(|id| mem.series.get(id)) {
                 for &(t, v) in s.recent.iter().filter(|p| p.0 > from) {
                     let extra =
                         extra.iter().map(|k| (k.clone(), super::store::tag_of(&s.key.tags, k).to_string())).collect();
@@ -590,8 +845,8 @@ impl Backend for Embedded {
             });
         };
         let mut points: Vec<(i64, f64)> = Vec::new();
-        for id in ids {
-            points.extend(mem.series[id as usize].recent.iter().filter(|p| p.0 > from && p.0 < now_ms + 1));
+        for s in ids.iter().filter_map(|id| mem.series.get(id)) {
+            points.extend(s.recent.iter().filter(|p| p.0 > from && p.0 < now_ms + 1));
         }
         drop(mem);
         let grouped = group(points, from, now_ms + 1, poll, verb, None);
@@ -606,8 +861,8 @@ impl Backend for Embedded {
         let ids = Self::matching(&mem, &q.stat, &q.filters);
         let from_s = q.from_ms.div_euclid(1000);
         let mut points = Vec::new();
-        for id in ids {
-            let aggs = &mem.series[id as usize].aggs;
+        for s in ids.iter().filter_map(|id| mem.series.get(id)) {
+            let aggs = &s.aggs;
             let start = aggs.partition_point(|a| (a.0 as i64) < from_s);
             for &(t, v) in aggs.range(start..) {
                 let t = t as i64 * 1000;
@@ -618,7 +873,7 @@ impl Backend for Embedded {
             }
         }
         drop(mem);
-        Ok(group(points, q.from_ms, q.to_ms, q.bucket.as_millis() as i64, q.verb, q.fill))
+        Ok(group(points, q.from_ms, q.to_ms, ms(q.bucket), q.verb, q.fill))
     }
 
     fn window_mean(&self, stat: &str, filters: &Filters, from_ms: i64, to_ms: i64) -> Result<Option<f64>, String> {
@@ -639,7 +894,7 @@ impl Backend for Embedded {
             }
         };
         for (start, path) in segments(&self.opts.dir.join("raw")) {
-            if start + RAW_SPAN_MS > from_ms && start <= to_ms {
+            if start.saturating_add(RAW_SPAN_MS) > from_ms && start <= to_ms {
                 read_blocks(&path, from_ms, to_ms, &mut take).map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }
@@ -653,10 +908,9 @@ impl Backend for Embedded {
         {
             let mut mem = self.mem.write().unwrap_or_else(|e| e.into_inner());
             let mut files = lock(&self.files);
-            for id in 0..mem.series.len() {
-                let s = &mut mem.series[id];
+            for (&id, s) in mem.series.iter_mut() {
                 if let Some((b, sum, n)) = s.open.take() {
-                    close_bucket(s, &mut files, id as u32, b, sum, n);
+                    close_bucket(s, &mut files, id, b, sum, n);
                 }
             }
         }
@@ -682,6 +936,7 @@ mod tests {
             raw_retention: Duration::from_secs(8 * 3600),
             agg_retention: Duration::from_secs(7 * 86_400),
             agg_interval: Duration::from_secs(60),
+            max_series: MAX_SERIES,
         }
     }
 
@@ -764,5 +1019,138 @@ mod tests {
         s.maintain(now);
         assert_eq!(segments(&dir.path().join("raw")).len(), 0);
         assert_eq!(s.counts().1, 2, "the old raw point's bucket and the recent seeded one");
+    }
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::super::store::Verb;
+    use super::*;
+
+    fn opts(dir: &Path) -> Options {
+        Options {
+            dir: dir.to_path_buf(),
+            raw_retention: Duration::from_secs(8 * 3600),
+            agg_retention: Duration::from_secs(7 * 86_400),
+            agg_interval: Duration::from_secs(60),
+            max_series: 3,
+        }
+    }
+
+    fn key(m: &str) -> Arc<SeriesKey> {
+        Arc::new(SeriesKey::new(m, vec![("host".into(), "h1".into())]))
+    }
+
+    fn latest(s: &Embedded, m: &str, now: i64) -> Latest {
+        let q = LatestQuery { stat: m.into(), filters: Filters::default(), verb: None, poll: Duration::from_secs(60) };
+        s.latest(&q, now).unwrap()
+    }
+
+    #[test]
+    fn open_loads_by_explicit_id_and_skips_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        {
+            let s = Embedded::open(opts(dir.path())).unwrap();
+            s.write(&Batch { time_ms: now - 1000, points: vec![(key("a"), 1.0), (key("b"), 2.0), (key("c"), 3.0)] })
+                .unwrap();
+            s.close();
+        }
+        // Line of id 1 damaged, a garbage line in between, a torn last line.
+        let path = dir.path().join("series.jsonl");
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let damaged = format!("{}\n{{\"id\":1,\"m\":\"b\n\x00garbage\n{}\n{{\"id\":7,", lines[0], lines[2]);
+        fs::write(&path, damaged).unwrap();
+        let s = Embedded::open(opts(dir.path())).unwrap();
+        assert_eq!(s.counts().0, 2);
+        // c keeps its own value: no id shift.
+        assert_eq!(latest(&s, "c", now), Latest::One { time_ms: now - 1000, value: 3.0 });
+        assert_eq!(latest(&s, "a", now), Latest::One { time_ms: now - 1000, value: 1.0 });
+        assert_eq!(latest(&s, "b", now), Latest::NotFound);
+        assert!(fs::read_to_string(&path).unwrap().ends_with('\n'), "the torn last line is cut");
+        // A new series takes a fresh id past the highest one, never a reused one.
+        s.write(&Batch { time_ms: now - 500, points: vec![(key("d"), 4.0)] }).unwrap();
+        assert_eq!(latest(&s, "d", now), Latest::One { time_ms: now - 500, value: 4.0 });
+        assert!(fs::read_to_string(&path).unwrap().contains("{\"id\":3,\"m\":\"d\""));
+    }
+
+    #[test]
+    fn max_series_refuses_new_series_and_counts_their_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let s = Embedded::open(opts(dir.path())).unwrap();
+        let pts: Vec<(Arc<SeriesKey>, f64)> = (0..5).map(|i| (key(&format!("s{i}")), i as f64)).collect();
+        s.write(&Batch { time_ms: now, points: pts }).unwrap();
+        assert_eq!(s.counts().0, 3);
+        assert_eq!(s.counters.refused_series.load(Ordering::Relaxed), 2);
+        assert_eq!(s.counters.dropped_points.load(Ordering::Relaxed), 2);
+        assert_eq!(fs::read_to_string(dir.path().join("series.jsonl")).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn idle_series_expire_and_series_jsonl_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.max_series = 10_000;
+        o.raw_retention = Duration::from_secs(3600);
+        let now = now_ms();
+        let s = Embedded::open(o.clone()).unwrap();
+        let old: Vec<(Arc<SeriesKey>, f64)> = (0..2000).map(|i| (key(&format!("old{i}")), 1.0)).collect();
+        s.write(&Batch { time_ms: now - 2 * 3_600_000, points: old.clone() }).unwrap();
+        let keep = key("keep");
+        s.write(&Batch { time_ms: now - 1000, points: vec![(keep.clone(), 5.0)] }).unwrap();
+        assert_eq!(s.counts().0, 2001);
+        // Two hours later (for the old ones) their bucket closes, and three weeks later
+        // nothing of them is within any retention.
+        s.maintain(now);
+        assert_eq!(s.counts().0, 2001, "their closed bucket keeps them");
+        s.maintain(now + 8 * 86_400_000);
+        assert_eq!(s.counts().0, 0);
+        assert_eq!(s.counters.expired_series.load(Ordering::Relaxed), 2001);
+        assert_eq!(fs::read_to_string(dir.path().join("series.jsonl")).unwrap().lines().count(), 0, "compacted");
+        // A connection still holding an expired key writes again: the series comes back
+        // under its id.
+        s.write(&Batch { time_ms: now, points: vec![(keep.clone(), 6.0)] }).unwrap();
+        assert_eq!(latest(&s, "keep", now), Latest::One { time_ms: now, value: 6.0 });
+        s.close();
+        drop(s);
+        let s = Embedded::open(o).unwrap();
+        assert_eq!(s.counts().0, 1);
+        assert_eq!(latest(&s, "keep", now), Latest::One { time_ms: now, value: 6.0 });
+        let _ = Verb::Mean;
+    }
+
+    #[test]
+    fn huge_retentions_saturate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.raw_retention = Duration::from_secs(u64::MAX);
+        o.agg_retention = Duration::from_secs(u64::MAX);
+        let now = now_ms();
+        let s = Embedded::open(o.clone()).unwrap();
+        s.write(&Batch { time_ms: now - 2 * 3_600_000, points: vec![(key("x"), 1.0)] }).unwrap();
+        s.close();
+        drop(s);
+        let s = Embedded::open(o).unwrap();
+        s.maintain(now);
+        assert_eq!(segments(&dir.path().join("raw")).len(), 1, "a 2-hour-old raw segment stays");
+        assert_eq!(ms(Duration::from_secs(u64::MAX)), i64::MAX);
+    }
+
+    #[test]
+    fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("store");
+        let s = Embedded::open(opts(&d)).unwrap();
+        s.write(&Batch { time_ms: now_ms(), points: vec![(key("x"), 1.0)] }).unwrap();
+        s.close();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700);
+        assert_eq!(mode(&d.join("raw")), 0o700);
+        assert_eq!(mode(&d.join("series.jsonl")), 0o600);
+        assert_eq!(mode(&segments(&d.join("raw"))[0].1), 0o600);
     }
 }

@@ -9,6 +9,11 @@
 //! * Fixed: `verb`, `start`, `stop` and `backfill` are validated (400 with a JSON error),
 //!   tag filters are matched as values (the InfluxDB backend escapes them), output is
 //!   sorted, daily labels use the configured time zone, backend errors are 500s.
+//! * Bounds: every query that reads the store runs on tokio's blocking pool (never on the
+//!   API's one worker, so `/ping` and the other routes keep being answered) and is answered
+//!   503 `{"error":"query timed out"}` past `--query-timeout` (10 s); a `/hourly` or
+//!   `/daily` range of more than `--max-query-buckets` (10,000) buckets is a 400. Both
+//!   are counted (`pulse_limited`) and logged at most once a minute.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +42,10 @@ pub struct Api {
     pub metrics: QueryMetrics,
     pub alerts: Option<Arc<super::alerts::Alerts>>,
     pub live: Option<tokio::sync::broadcast::Sender<Arc<super::store::Batch>>>,
+    /// `--max-query-buckets`.
+    pub max_query_buckets: u64,
+    /// `--query-timeout`.
+    pub query_timeout: Duration,
 }
 
 /// Query latency counters (self-metrics).
@@ -45,6 +54,19 @@ pub struct QueryMetrics {
     pub count: AtomicU64,
     pub micros: AtomicU64,
     pub max_micros: AtomicU64,
+    /// Queries refused (too many buckets) or timed out.
+    pub limited: AtomicU64,
+    pub throttle: std::sync::Mutex<badger_api::throttle::LogThrottle>,
+}
+
+impl QueryMetrics {
+    fn limit(&self, what: std::fmt::Arguments) {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(left) = t.allow() {
+            log::warn!("pulse API: {what} ({left} more since the last line)");
+        }
+    }
 }
 
 impl QueryMetrics {
@@ -155,11 +177,15 @@ async fn run_query<T: Send + 'static>(
     f: impl FnOnce(&dyn Backend) -> Result<T, String> + Send + 'static,
 ) -> Result<T, Response> {
     let started = Instant::now();
-    let r = if api.backend.blocking() {
-        let a = api.clone();
-        tokio::task::spawn_blocking(move || f(a.backend.as_ref())).await
-    } else {
-        Ok(f(api.backend.as_ref()))
+    // Always off the API's worker: a long query must not starve /ping or the next request.
+    let a = api.clone();
+    let task = tokio::task::spawn_blocking(move || f(a.backend.as_ref()));
+    let r = match tokio::time::timeout(api.query_timeout, task).await {
+        Ok(r) => r,
+        Err(_) => {
+            api.metrics.limit(format_args!("a query ran past {:?} (--query-timeout)", api.query_timeout));
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "query timed out"));
+        }
     };
     api.metrics.record(started.elapsed());
     match r {
@@ -243,7 +269,7 @@ impl IntoResponse for BadRequest {
     }
 }
 
-fn verb_of(v: Option<&str>, allow_none: bool) -> Result<Option<Verb>, BadRequest> {
+pub fn verb_of(v: Option<&str>, allow_none: bool) -> Result<Option<Verb>, BadRequest> {
     match v {
         None | Some("") => Ok(Some(Verb::Mean)),
         Some(x) if allow_none && x.eq_ignore_ascii_case("none") => Ok(None),
@@ -254,7 +280,7 @@ fn verb_of(v: Option<&str>, allow_none: bool) -> Result<Option<Verb>, BadRequest
     }
 }
 
-fn span_of(v: Option<&str>, default: &str, name: &str) -> Result<i64, BadRequest> {
+pub fn span_of(v: Option<&str>, default: &str, name: &str) -> Result<i64, BadRequest> {
     let s = v.filter(|s| !s.is_empty()).unwrap_or(default);
     duration_ms(s).ok_or_else(|| BadRequest(format!("bad {name} {s:?}: use a duration such as 1d, 12h, 30m or 0s")))
 }
@@ -299,17 +325,44 @@ async fn latest(
     }
 }
 
-fn range_query(p: &Params, stat: String, default_start: &str, bucket: Duration) -> Result<RangeQuery, BadRequest> {
+/// The `(from, to)` milliseconds of a stat query `start` to `stop` ago, or `Err(buckets)`
+/// when it would span more than `max` buckets.
+pub fn query_range(start_ms: i64, stop_ms: i64, bucket: Duration, max: u64, now_ms: i64) -> Result<(i64, i64), i128> {
+    let buckets = (start_ms as i128 - stop_ms as i128) / (bucket.as_millis().max(1) as i128);
+    if buckets > max as i128 {
+        return Err(buckets);
+    }
+    Ok((now_ms.saturating_sub(start_ms), now_ms.saturating_sub(stop_ms)))
+}
+
+fn range_query(
+    api: &Api,
+    p: &Params,
+    stat: String,
+    default_start: &str,
+    bucket: Duration,
+) -> Result<RangeQuery, BadRequest> {
     let verb = verb_of(p.verb.as_deref(), false)?.unwrap_or(Verb::Mean);
     let start = span_of(p.start.as_deref(), default_start, "start")?;
     let stop = span_of(p.stop.as_deref(), "0s", "stop")?;
-    let now = now_ms();
+    let (from_ms, to_ms) = match query_range(start, stop, bucket, api.max_query_buckets, now_ms()) {
+        Ok(r) => r,
+        Err(buckets) => {
+            api.metrics.limit(format_args!("a query of {buckets} buckets refused (--max-query-buckets)"));
+            return Err(BadRequest(format!(
+                "start {:?} to stop {:?} spans {buckets} buckets; at most {} (--max-query-buckets)",
+                p.start.as_deref().unwrap_or(default_start),
+                p.stop.as_deref().unwrap_or("0s"),
+                api.max_query_buckets
+            )));
+        }
+    };
     Ok(RangeQuery {
         stat,
         filters: p.filters.clone(),
         verb,
-        from_ms: now - start,
-        to_ms: now - stop,
+        from_ms,
+        to_ms,
         bucket,
         fill: p.backfill.as_deref().map(|b| b.parse::<f64>().ok().filter(|v| v.is_finite()).unwrap_or(0.0)),
     })
@@ -321,7 +374,7 @@ async fn hourly(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let p = params(pairs);
-    let q = match range_query(&p, stat, "1d", Duration::from_secs(3600)) {
+    let q = match range_query(&api, &p, stat, "1d", Duration::from_secs(3600)) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
@@ -363,7 +416,7 @@ async fn daily(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let p = params(pairs);
-    let mut q = match range_query(&p, stat, "7d", Duration::from_secs(900)) {
+    let mut q = match range_query(&api, &p, stat, "7d", Duration::from_secs(900)) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
     };
@@ -430,21 +483,50 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-/// Serves the router on `listener`, over TLS when `tls` is given.
-pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<rustls::ServerConfig>>) {
+/// Serves the router on `listener`, over TLS when `tls` is given: at most
+/// `max_connections` at once (the others wait in the backlog; counted as `pulse_limited`),
+/// backing off from 10 ms to 1 s on accept errors; a connection must send its headers
+/// within 30 s (an idle keep-alive one is closed after that too).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    max_connections: usize,
+    api: Arc<Api>,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS)));
+    let mut backoff = Duration::from_millis(10);
     loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                api.metrics.limit(format_args!(
+                    "{max_connections} API connections open (--max-api-connections); new ones wait"
+                ));
+                match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
         let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
             Err(e) => {
-                log::warn!("pulse api: accepting: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                api.metrics.limit(format_args!("accepting an API connection: {e}; retrying in {backoff:?}"));
+                drop(permit);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
         let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match acceptor {
                 Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(stream)).await {
                     Ok(Ok(tls)) => serve_conn(tls, router, peer).await,

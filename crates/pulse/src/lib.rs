@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod config;
 pub mod embedded;
+pub mod fuzzing;
 pub mod http;
 pub mod influx;
 pub mod live;
@@ -58,7 +59,14 @@ pub fn main(args: &ServerArgs) -> i32 {
         log::warn!("{n}");
     }
     let rt =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("pulse").build() {
+        // Blocking threads bounded (the store's open, the alerts' posts): TasksMax in the unit.
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .enable_all()
+            .thread_name("pulse")
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 log::error!("Pulse failed to start - cannot start the runtime: {e}");
@@ -84,8 +92,10 @@ pub fn open_backend(s: &Settings) -> Result<Arc<dyn Backend>, String> {
     let opts = embedded::Options {
         dir: s.storage.clone(),
         raw_retention: s.raw_retention,
-        agg_retention: Duration::from_secs(s.retention_weeks as u64 * 7 * 86_400),
+        // Saturating: a huge retention keeps everything rather than wrapping negative.
+        agg_retention: Duration::from_secs((s.retention_weeks.max(1) as u64).saturating_mul(7 * 86_400)),
         agg_interval: s.aggregate_interval,
+        max_series: s.max_series,
     };
     let store = embedded::Embedded::open(opts)
         .map_err(|e| format!("Pulse failed to start - opening the store in {}: {e}", s.storage.display()))?;
@@ -103,11 +113,18 @@ fn writer(
 ) {
     let mut last_flush = Instant::now();
     let mut last_maintain = Instant::now();
+    // A full disk fails every write: one line a minute, with the count left out.
+    let mut throttle = badger_api::throttle::LogThrottle::default();
+    let mut failed = move |e: String| {
+        if let Some(left) = throttle.allow() {
+            log::error!("pulse store: {e} ({left} more errors since the last line)");
+        }
+    };
     loop {
         if stop.load(Ordering::Acquire) {
             while let Ok(batch) = rx.try_recv() {
                 if let Err(e) = backend.write(&batch) {
-                    log::error!("pulse store: {e}");
+                    failed(e);
                 }
             }
             break;
@@ -118,7 +135,7 @@ fn writer(
                 Ok(()) => {
                     stored.fetch_add(batch.points.len() as u64, Ordering::Relaxed);
                 }
-                Err(e) => log::error!("pulse store: {e}"),
+                Err(e) => failed(e),
             },
             Ok(None) => break,
             Err(_) => {}
@@ -126,7 +143,7 @@ fn writer(
         if last_flush.elapsed() >= Duration::from_millis(200) {
             last_flush = Instant::now();
             if let Err(e) = backend.flush() {
-                log::error!("pulse store: {e}");
+                failed(e);
             }
         }
         if last_maintain.elapsed() >= Duration::from_secs(10) {
@@ -172,7 +189,13 @@ async fn run(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("Pulse failed to start - listening on {}: {e}", settings.server_listen_address))?;
     log::info!("pulse: relays on {}", settings.server_listen_address);
-    let registry = Arc::new(tcp::Registry::default());
+    let registry = Arc::new(tcp::Registry::new(tcp::Limits {
+        relay_token: settings.relay_token.clone(),
+        max_relay_stats: settings.max_relay_stats,
+        max_stats: settings.max_stats,
+        max_relays: settings.max_relays,
+        queue_bytes: settings.relay_queue_bytes,
+    }));
     let mist = if settings.mist_address.is_empty() {
         None
     } else {
@@ -215,6 +238,8 @@ async fn run(settings: Settings) -> Result<(), String> {
         metrics: http::QueryMetrics::default(),
         alerts: Some(alerts.clone()),
         live: Some(live_tx.clone()),
+        max_query_buckets: settings.max_query_buckets,
+        query_timeout: settings.query_timeout,
     });
     let tls = if settings.insecure {
         None
@@ -232,14 +257,17 @@ async fn run(settings: Settings) -> Result<(), String> {
     // right after a poll never queues the queries behind it.
     let api_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Queries run on the blocking pool: at most 16 at once, the others wait their turn.
+        .max_blocking_threads(16)
         .thread_name("pulse-api")
         .enable_all()
         .build()
         .map_err(|e| format!("Api failed to start - {e}"))?;
     let router = http::router(api.clone());
+    let (max_api, api2) = (settings.max_api_connections, api.clone());
     api_rt.spawn(async move {
         match tokio::net::TcpListener::from_std(http_listener) {
-            Ok(l) => http::serve(l, router, tls).await,
+            Ok(l) => http::serve(l, router, tls, max_api, api2).await,
             Err(e) => log::error!("Api failed to start - {e}"),
         }
     });
@@ -247,6 +275,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         tokio::spawn(self_metrics(SelfMetrics {
             registry: registry.clone(),
             api: api.clone(),
+            backend: backend.clone(),
             stored,
             sink: tx.clone(),
             live: live_tx,
@@ -273,6 +302,7 @@ async fn run(settings: Settings) -> Result<(), String> {
 struct SelfMetrics {
     registry: Arc<tcp::Registry>,
     api: Arc<http::Api>,
+    backend: Arc<dyn Backend>,
     stored: Arc<AtomicU64>,
     sink: mpsc::Sender<Arc<Batch>>,
     live: tokio::sync::broadcast::Sender<Arc<Batch>>,
@@ -282,7 +312,10 @@ struct SelfMetrics {
 /// The server's own stats, stored like any relay's under `host=<this host>` every poll
 /// interval: `pulse_relays` (connected now), `pulse_polls`, `pulse_points` (stored),
 /// `pulse_queries` (API queries), `pulse_query_ms` and `pulse_query_max_ms` (their mean
-/// and longest latency) over the interval.
+/// and longest latency) over the interval, `pulse_limited` (bound hits over the interval:
+/// relay names, ids and connections refused, polls skipped at the queue bound, series
+/// refused and points dropped by the store, queries refused or cut by the API; each is
+/// also logged at most once a minute).
 async fn self_metrics(m: SelfMetrics) {
     let host = badger_api::host::hostname();
     let key = |name: &str| {
@@ -291,15 +324,22 @@ async fn self_metrics(m: SelfMetrics) {
             vec![("host".to_string(), host.clone()), ("service".to_string(), "pulse".to_string())],
         ))
     };
-    let keys: Vec<Arc<store::SeriesKey>> =
-        ["pulse_relays", "pulse_polls", "pulse_points", "pulse_queries", "pulse_query_ms", "pulse_query_max_ms"]
-            .iter()
-            .map(|n| key(n))
-            .collect();
+    let keys: Vec<Arc<store::SeriesKey>> = [
+        "pulse_relays",
+        "pulse_polls",
+        "pulse_points",
+        "pulse_queries",
+        "pulse_query_ms",
+        "pulse_query_max_ms",
+        "pulse_limited",
+    ]
+    .iter()
+    .map(|n| key(n))
+    .collect();
     let mut tick = tokio::time::interval(m.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let (mut polls, mut points, mut queries, mut micros) = (0u64, 0u64, 0u64, 0u64);
+    let (mut polls, mut points, mut queries, mut micros, mut limited) = (0u64, 0u64, 0u64, 0u64, 0u64);
     loop {
         tick.tick().await;
         let p = m.registry.counters.polls.load(Ordering::Relaxed);
@@ -309,9 +349,17 @@ async fn self_metrics(m: SelfMetrics) {
         let max = m.api.metrics.max_micros.swap(0, Ordering::Relaxed);
         let dq = q - queries;
         let mean_ms = if dq > 0 { (us - micros) as f64 / dq as f64 / 1000.0 } else { 0.0 };
-        let values =
-            [m.registry.len() as f64, (p - polls) as f64, (s - points) as f64, dq as f64, mean_ms, max as f64 / 1000.0];
-        (polls, points, queries, micros) = (p, s, q, us);
+        let l = m.registry.counters.limited() + m.backend.limit_hits() + m.api.metrics.limited.load(Ordering::Relaxed);
+        let values = [
+            m.registry.len() as f64,
+            (p - polls) as f64,
+            (s - points) as f64,
+            dq as f64,
+            mean_ms,
+            max as f64 / 1000.0,
+            l.saturating_sub(limited) as f64,
+        ];
+        (polls, points, queries, micros, limited) = (p, s, q, us, l);
         let batch = Arc::new(Batch { time_ms: now_ms(), points: keys.iter().cloned().zip(values).collect() });
         if m.live.receiver_count() > 0 {
             let _ = m.live.send(batch.clone());

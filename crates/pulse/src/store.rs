@@ -220,6 +220,11 @@ pub trait Backend: Send + Sync + 'static {
     fn blocking(&self) -> bool {
         true
     }
+    /// Bound hits of the store (series refused, points dropped): the `pulse_limited`
+    /// self-metric.
+    fn limit_hits(&self) -> u64 {
+        0
+    }
     /// Stores one batch (it may be buffered until `flush`).
     fn write(&self, batch: &Batch) -> Result<(), String>;
     /// Makes buffered points durable / visible (called at least every 200 ms).

@@ -44,6 +44,22 @@ pub struct Exposition {
     naming: Naming,
     expire_after: i64,
     families: BTreeMap<String, FamilyState>,
+    /// Bound on [`Exposition::bytes`]: a new series past it is refused (counted).
+    max_bytes: usize,
+    /// Estimated bytes held (and rendered): names, labels, help texts, per-entry overhead.
+    bytes: usize,
+    /// New series refused at `max_bytes`.
+    pub refused: u64,
+}
+
+/// Estimated bytes of one series held (its `name{labels}` key and map overhead).
+fn series_cost(key: &str) -> usize {
+    key.len() + 64
+}
+
+/// Estimated bytes of one family held (name, help, map overhead).
+fn family_cost(name: &str, help: &str) -> usize {
+    name.len() + help.len() + 96
 }
 
 /// How badger's points are named (the `naming` key of the `prometheus` and `remote_write`
@@ -240,7 +256,22 @@ impl Exposition {
             naming: Naming::Badger,
             expire_after: i64::try_from(expire_after_secs).unwrap_or(i64::MAX),
             families: BTreeMap::new(),
+            max_bytes: usize::MAX,
+            bytes: 0,
+            refused: 0,
         }
+    }
+
+    /// Bounds the series held in bytes (names, labels, help): past it new series are
+    /// refused and counted in [`Exposition::refused`]; series already held keep updating.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Exposition {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Estimated bytes held (about the size of a rendering).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Takes every point of a payload: its latest value replaces the series' old one.
@@ -260,6 +291,15 @@ impl Exposition {
             }
             if !s.labels.is_empty() {
                 key.push('}');
+            }
+            let known = self.families.get(&s.family).map(|f| f.series.contains_key(&key));
+            if known != Some(true) {
+                let cost = series_cost(&key) + if known.is_none() { family_cost(&s.family, &s.help) } else { 0 };
+                if self.bytes.saturating_add(cost) > self.max_bytes {
+                    self.refused += 1;
+                    continue;
+                }
+                self.bytes += cost;
             }
             let fam = self.families.entry(s.family).or_insert_with(|| FamilyState {
                 kind: s.kind,
@@ -285,6 +325,11 @@ impl Exposition {
             fam.series.retain(|_, s| s.seen >= oldest);
         }
         self.families.retain(|_, f| !f.series.is_empty());
+        self.bytes = self
+            .families
+            .iter()
+            .map(|(name, f)| family_cost(name, &f.help) + f.series.keys().map(|k| series_cost(k)).sum::<usize>())
+            .sum();
     }
 
     /// The same exposition with another naming.
