@@ -94,11 +94,6 @@ impl Agent {
         }
     }
 
-    /// The address the HTTP listener is bound to, if it runs.
-    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.http.as_ref().map(HttpServer::local_addr)
-    }
-
     /// Starts, moves, updates or stops the HTTP listener for a plan.
     fn apply_http(
         &mut self,
@@ -135,10 +130,12 @@ impl Agent {
         (self.modules.iter().map(|m| m.name.clone()).collect(), self.emitters.iter().map(|e| e.name.clone()).collect())
     }
 
+    #[cfg(test)]
     pub fn module_stats(&self) -> Vec<(String, Arc<ModuleStats>)> {
         self.modules.iter().map(|m| (m.name.clone(), m.stats.clone())).collect()
     }
 
+    #[cfg(test)]
     pub fn emitter_stats(&self) -> Vec<(String, Arc<EmitterStats>)> {
         self.emitters.iter().map(|e| (e.name.clone(), e.stats.clone())).collect()
     }

@@ -38,7 +38,6 @@ use tokio::sync::watch;
 
 use badger_api::listener::{ListenerLimits, ListenerStats};
 
-use super::parse::syslog_line;
 use super::store::{Ingest, Options};
 use super::Shared;
 
@@ -567,11 +566,4 @@ impl<'a> TcpFrames<'a> {
             None => Frame::Incomplete,
         }
     }
-}
-
-/// Adds one syslog message to the store with the default options (tests and benchmarks).
-pub fn ingest_syslog(shared: &Shared, msg: &[u8], now_ms: i64) {
-    let mut i = Ingest::new();
-    i.line(&shared.store, syslog_line(msg), &shared.defaults, now_ms);
-    i.flush(&shared.store);
 }

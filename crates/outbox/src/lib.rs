@@ -88,7 +88,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -337,15 +337,6 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The spool directory of this outbox (`spool_dir/<emitter name>`), when it holds it.
-    pub fn spool_path(&self) -> Option<&Path> {
-        match &self.spool {
-            SpoolState::Open(s) => Some(s.dir()),
-            SpoolState::Waiting { dir, .. } => Some(dir),
-            SpoolState::Off => None,
-        }
     }
 
     fn now(&self) -> Instant {
