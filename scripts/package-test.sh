@@ -19,9 +19,8 @@ fi
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
 cargo generate-rpm --version >/dev/null 2>&1 || cargo install cargo-generate-rpm --locked --version 0.21.1
 
-echo "==> release build, man page, completions"
+echo "==> release build (build.rs writes the man page and completions to target/release/assets/)"
 cargo build --release --locked
-cargo run --locked --quiet --example gen_assets
 echo "release binary: $(stat -c %s target/release/badger) bytes"
 rm -rf target/debian target/generate-rpm
 cargo deb --no-build --locked

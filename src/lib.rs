@@ -4,7 +4,6 @@
 //! them lives in `badger-api` (see `docs/ARCHITECTURE.md` for the crate graph).
 
 pub mod agent;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod hostmeta;

@@ -7,17 +7,17 @@ use crossbeam_channel::unbounded;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use badger::cli::Cli;
 use badger::config::Registries;
 use badger::scheduler::{self, Control, Probe, EXIT_CONFIG};
+use badger_cli::Cli;
 
 fn main() {
     // Every file badger (agent or server) creates is its user's only: 0600 files, 0700
     // directories (the spool, the l2met offsets, log files, the Pulse store, alerts.json),
     // whatever the umask it was started with. An exec plugin inherits it (documented).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let cli = Cli::parse_from(badger::cli::rewrite_server_flag(std::env::args_os().collect()));
-    if let Some(badger::cli::Command::Server(args)) = &cli.command {
+    let cli = Cli::parse_from(badger_cli::rewrite_server_flag(std::env::args_os().collect()));
+    if let Some(badger_cli::Command::Server(args)) = &cli.command {
         exit(badger_pulse::main(args));
     }
     let reg = Registries { modules: badger_modules::REGISTRY, emitters: badger_emitters::REGISTRY };

@@ -40,7 +40,7 @@ pub fn main(args: &ServerArgs) -> i32 {
         println!("badger {} (pulse server)", env!("CARGO_PKG_VERSION"));
         return 0;
     }
-    let settings = match args.settings() {
+    let settings = match Settings::from_args(args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("badger server: {e}");
