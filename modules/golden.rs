@@ -41,6 +41,7 @@ const MODULES: &[(&str, &str)] = &[
     ("nvme", "{}"),
     ("edac", "{}"),
     ("mdadm", "{}"),
+    ("netclass", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -18,6 +18,7 @@ pub mod l2met;
 pub mod load;
 pub mod mdadm;
 pub mod memory;
+pub mod netclass;
 pub mod netstat;
 pub mod network;
 pub mod nvme;
@@ -71,6 +72,7 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &nvme::SPEC,
     &edac::SPEC,
     &mdadm::SPEC,
+    &netclass::SPEC,
 ];
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ const MODULES: &[&str] = &[
     "edac",
     "mdadm",
     "nvme",
+    "netclass",
 ];
 
 /// node_exporter collectors whose every series badger must have (less [`EXCEPTIONS`]).
@@ -68,6 +69,7 @@ const ASSERTED: &[&str] = &[
     "arp",
     "udp_queues",
     "timex",
+    "netclass",
 ];
 
 /// Series badger does not have, with the reason (docs/migrating.md lists them too): a
