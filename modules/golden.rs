@@ -42,6 +42,7 @@ const MODULES: &[(&str, &str)] = &[
     ("edac", "{}"),
     ("mdadm", "{}"),
     ("netclass", "{}"),
+    ("selinux", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

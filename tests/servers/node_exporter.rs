@@ -47,6 +47,10 @@ const MODULES: &[&str] = &[
     "mdadm",
     "nvme",
     "netclass",
+    "uname",
+    "os",
+    "selinux",
+    "time",
 ];
 
 /// node_exporter collectors whose every series badger must have (less [`EXCEPTIONS`]).
@@ -70,6 +74,10 @@ const ASSERTED: &[&str] = &[
     "udp_queues",
     "timex",
     "netclass",
+    "uname",
+    "os",
+    "selinux",
+    "time",
 ];
 
 /// Series badger does not have, with the reason (docs/migrating.md lists them too): a
