@@ -721,7 +721,9 @@ fn lines_of(p: &Payload, naming: badger_emitters::influxdb::Naming) -> (String, 
 #[test]
 fn every_stat_of_the_real_modules_goes_out_under_telegraf_names() {
     use badger_emitters::influxdb::Naming;
-    let p = real_payload();
+    let mut p = real_payload();
+    // The raw counters (Kind::Counter) never reach line protocol: emitters see Stat Badger's stats.
+    p.points.retain(|x| x.kind == badger_api::point::Kind::Gauge);
     assert!(p.points.len() > 100, "{}", p.points.len());
     let (badger_lines, n_badger) = lines_of(&p, Naming::Badger);
     let (telegraf_lines, n_telegraf) = lines_of(&p, Naming::Telegraf);
