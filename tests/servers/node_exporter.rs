@@ -82,13 +82,8 @@ const ASSERTED: &[&str] = &[
 
 /// Series badger does not have, with the reason (docs/migrating.md lists them too): a
 /// family name prefix and a text its label set contains ("" = every series).
-const EXCEPTIONS: &[(&str, &str, &str)] = &[
-    ("node_filesystem_readonly", "", "the disk module does not read mount options yet"),
-    ("node_filesystem_device_error", "", "the disk module skips a mount whose statfs fails instead of flagging it"),
-    ("node_disk_info", "", "the disk module does not read the device's identity (major/minor, model, serial)"),
-    ("node_disk_", "device=\"zram", "badger's disk module leaves zram* out by default, node_exporter does not"),
-    ("node_network_receive_nohandler_total", "", "the network module reads /proc/net/dev, which has no such column"),
-];
+const EXCEPTIONS: &[(&str, &str, &str)] =
+    &[("node_disk_", "device=\"zram", "badger's disk module leaves zram* out by default, node_exporter does not")];
 
 fn excepted(family: &str, labels: &str) -> bool {
     EXCEPTIONS.iter().any(|(f, l, _)| family.starts_with(f) && labels.contains(l))
