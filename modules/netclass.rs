@@ -24,11 +24,12 @@
 //!
 //! As node_exporter 1.5's `netclass` collector: measurement `network` (`node_network_up`,
 //! `node_network_info`, `node_network_mtu_bytes`, …), tag `device`, every interface of
-//! `/sys/class/net` in name order. A file the kernel refuses to read (`speed` and `duplex` of a
-//! virtual interface, `carrier` of an interface that is down: `EINVAL`) or that does not hold a
-//! number leaves that one stat out, as node_exporter does; numbers in hex (`flags`, `dev_id`:
-//! `0x1003`) are read as such. Each file is read whole, at most 4 KiB. A host without
-//! `/sys/class/net` makes the module unavailable.
+//! `/sys/class/net` in name order (a regular file there, `bonding_masters`, is not one). A
+//! file the kernel refuses to read (`speed` and `duplex` of a virtual interface, `carrier` of
+//! an interface that is down: `EINVAL`) or that does not hold a number leaves that one stat
+//! out, as node_exporter does; numbers in hex (`flags`, `dev_id`: `0x1003`) are read as such.
+//! Each file is read whole, at most 4 KiB. A host without `/sys/class/net` makes the module
+//! unavailable.
 //!
 //! Config keys: only the common ones (`interval`, `blacklist`, `timeout`).
 
@@ -105,10 +106,14 @@ pub fn parse_number(text: &str) -> Option<i64> {
     }
 }
 
-/// The interface names of the class directory, sorted.
+/// The interface names of the class directory, sorted. Regular files are not interfaces
+/// (`bonding_masters`, there while the bonding driver is loaded).
 fn interfaces(class: &Path) -> Result<Vec<String>, std::io::Error> {
-    let mut names: Vec<String> =
-        fs::read_dir(class)?.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect();
+    let mut names: Vec<String> = fs::read_dir(class)?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_file()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -216,10 +221,12 @@ mod tests {
     fn bad_and_missing_files() {
         let root = FixtureRoot::new("vm-6.18");
         root.write("sys/class/net/eth0/mtu", "lots\n");
+        root.write("sys/class/net/bonding_masters", "bond0\n");
         let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
         let p = fixture::collect(m.as_mut(), 0.0);
         assert!(fixture::find(&p, "netclass.mtu_bytes.eth0").is_none());
         assert_eq!(fixture::value(&p, "netclass.mtu_bytes.lo"), Some(Value::Int(65536)));
+        assert!(!p.iter().any(|p| p.tags.iter().any(|(_, v)| v == "bonding_masters")));
         std::fs::remove_dir_all(root.path("sys/class/net")).unwrap();
         match fixture::build_error(&SPEC, &root.ctx(), "{}") {
             BuildError::Unavailable(m) => assert!(m.contains("class/net"), "{m}"),
