@@ -40,6 +40,9 @@
 //! | `fs.inodes_used.<mount>` | | int | gauge | inodes in use (`f_files` − `f_ffree`) |
 //! | `fs.inodes_free.<mount>` | | int | gauge | free inodes (`f_ffree`) |
 //! | `fs.inodes_used_percent.<mount>` | percent | float | gauge | inodes_used / inodes_total × 100 |
+//! | `disk.info.<d>` | | int | gauge | always 1; tags `device`, `major`, `minor` (from `/proc/diskstats`) and `path`, `wwn`, `model`, `serial`, `revision` (udev's `ID_PATH`, `ID_WWN`, `ID_MODEL`, `ID_SERIAL_SHORT` else `SCSI_IDENT_SERIAL`, `ID_REVISION`; empty without udev data) |
+//! | `filesystem.readonly.<mount>` | | int | gauge | 1 when the mount options hold `ro`, else 0 |
+//! | `filesystem.device_error.<mount>` | | int | gauge | 1 when statvfs of the mount failed (its `fs.*` are then absent), else 0 |
 //!
 //! `disk.*` points carry the tag `device`; `fs.*` points carry `path` (the mount point),
 //! `device` (the mount source) and `fstype`. Devices come in `/proc/diskstats` order and mounts
@@ -47,7 +50,15 @@
 //! (uppermost) mount. Rates are absent on the first collection of a device and when a counter
 //! went backwards; `disk.io` is present from the first. `fs.used_percent` is absent when
 //! used + free is 0, `fs.inodes_used_percent` when the filesystem has no inodes (btrfs).
-//! A mount whose statvfs fails is skipped for that collection.
+//! A mount whose statvfs fails has no `fs.*` points in that collection, only
+//! `filesystem.device_error` 1 and `filesystem.readonly`.
+//!
+//! `disk.info` (after a device's counters) and `filesystem.*` (after a mount's `fs.*`) are
+//! node_exporter's `node_disk_info` and `node_filesystem_readonly`/`_device_error`: the
+//! `filesystem.*` points carry node_exporter's tags `mountpoint`, `device`, `fstype`. The udev
+//! properties come from `/run/udev/data/b<major>:<minor>` under `host_root` (its `E:KEY=value`
+//! lines, at most 64 KiB read), read on every collection as node_exporter does; a host without
+//! udev (a container, this project's build VM) gives empty tags.
 //!
 //! The `*_total` counters (kind `counter`: raw cumulative values, hidden from the emitters
 //! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus)
@@ -320,6 +331,8 @@ pub struct Mount {
     pub source: String,
     pub path: String,
     pub fstype: String,
+    /// The options (fourth field) hold `ro`.
+    pub readonly: bool,
 }
 
 /// Parses `/proc/mounts`; a mount point listed more than once keeps only its last line.
@@ -330,12 +343,14 @@ pub fn parse_mounts(text: &str) -> Vec<Mount> {
         let (Some(source), Some(path), Some(fstype)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
+        let readonly = f.next().is_some_and(|o| o.split(',').any(|o| o == "ro"));
         let path = unescape(path);
         mounts.retain(|m| m.path != path);
         mounts.push(Mount {
             source: unescape(source).into_owned(),
             path: path.into_owned(),
             fstype: fstype.to_string(),
+            readonly,
         });
     }
     mounts
@@ -409,13 +424,13 @@ impl Filesystems {
         for m in &self.mounts {
             let path = self.host.join(m.path.trim_start_matches('/'));
             let usage = match (self.statvfs)(&path) {
-                Ok(u) => u,
+                Ok(u) => Some(u),
                 Err(e) => {
-                    log::debug!("statvfs {}: {e}; skipping this mount", path.display());
-                    continue;
+                    log::debug!("statvfs {}: {e}; only filesystem.device_error for this mount", path.display());
+                    None
                 }
             };
-            for (field, units, value) in fs_values(&usage) {
+            for (field, units, value) in usage.as_ref().map(fs_values).into_iter().flatten() {
                 if let Some(v) = value {
                     out.push(
                         Point::device("fs", field, units, "path", &m.path, v)
@@ -424,6 +439,13 @@ impl Filesystems {
                     );
                 }
             }
+            let node = |field, v: bool| {
+                Point::device("filesystem", field, "", "mountpoint", &m.path, Value::Int(i64::from(v)))
+                    .with_tag("device", m.source.as_str())
+                    .with_tag("fstype", m.fstype.as_str())
+            };
+            out.push(node("readonly", m.readonly));
+            out.push(node("device_error", usage.is_none()));
         }
         Ok(())
     }
@@ -468,7 +490,52 @@ fn push_counters(out: &mut Vec<Point>, d: &DiskStat) {
     }
 }
 
+/// The most read of one udev data file.
+const MAX_UDEV_FILE: u64 = 64 * 1024;
+
+/// node_exporter's `node_disk_info` labels after `minor`, from udev's `E:KEY=value` lines.
+pub fn udev_labels(text: &str) -> [(&'static str, String); 5] {
+    let get = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("E:")?.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map_or(String::new(), |(_, v)| v.to_string())
+    };
+    let serial = Some(get("ID_SERIAL_SHORT")).filter(|s| !s.is_empty()).unwrap_or_else(|| get("SCSI_IDENT_SERIAL"));
+    [
+        ("path", get("ID_PATH")),
+        ("wwn", get("ID_WWN")),
+        ("model", get("ID_MODEL")),
+        ("serial", serial),
+        ("revision", get("ID_REVISION")),
+    ]
+}
+
+fn udev_text(dir: &Path, d: &DiskStat) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let path = dir.join(format!("b{}:{}", d.major, d.minor));
+    if let Ok(f) = std::fs::File::open(path) {
+        if f.take(MAX_UDEV_FILE).read_to_string(&mut text).is_err() {
+            text.clear();
+        }
+    }
+    text
+}
+
+fn info_point(d: &DiskStat, udev: &Path) -> Point {
+    let mut p = Point::device("disk", "info", "", "device", &d.name, Value::Int(1))
+        .with_tag("major", d.major.to_string())
+        .with_tag("minor", d.minor.to_string());
+    for (k, v) in udev_labels(&udev_text(udev, d)) {
+        p = p.with_tag(k, v);
+    }
+    p
+}
+
 struct Disk {
+    /// udev's database, `/run/udev/data` under `host_root`.
+    udev: PathBuf,
     diskstats: ProcFile,
     selection: DeviceSelection,
     devices: HashMap<String, DeviceState>,
@@ -509,13 +576,14 @@ impl Disk {
         } else {
             None
         };
-        Ok(Disk { diskstats, selection, devices: HashMap::new(), filesystems })
+        let udev = ctx.roots.host.join("run/udev/data");
+        Ok(Disk { udev, diskstats, selection, devices: HashMap::new(), filesystems })
     }
 }
 
 impl Module for Disk {
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
-        let Disk { diskstats, selection, devices, filesystems } = self;
+        let Disk { udev, diskstats, selection, devices, filesystems } = self;
         let text = diskstats.read()?;
         for d in parse(text) {
             let state = match devices.get_mut(&d.name) {
@@ -548,6 +616,7 @@ impl Module for Disk {
             push_rate(out, "read_thruput", "B", name, rates[2].map(|s| s * 512.0));
             push_rate(out, "write_thruput", "B", name, rates[6].map(|s| s * 512.0));
             push_counters(out, &d);
+            out.push(info_point(&d, udev));
         }
         devices.retain(|_, s| std::mem::take(&mut s.seen));
         if let Some(fs) = filesystems {
@@ -621,9 +690,14 @@ mod tests {
         }
     }
 
-    /// The points Stat Badger printed (the counters left out).
+    /// The node_exporter-only gauges (`disk.info`, `filesystem.*`), tested on their own.
+    fn node_only(p: &Point) -> bool {
+        p.measurement == "filesystem" || (p.measurement == "disk" && p.field == "info")
+    }
+
+    /// The points Stat Badger printed (the counters and the node_exporter-only gauges left out).
     fn gauges(p: Vec<Point>) -> Vec<Point> {
-        p.into_iter().filter(|p| p.kind == Kind::Gauge).collect()
+        p.into_iter().filter(|p| p.kind == Kind::Gauge && !node_only(p)).collect()
     }
 
     /// The devices that have a `disk.io` point, in order.
@@ -665,14 +739,19 @@ mod tests {
         let text = "/dev/sda1 /boot ext4 rw 0 0\n\
                     /dev/sdb /mnt/my\\040disk\\011x vfat rw 0 0\n\
                     short line\n\
-                    /dev/md0 /boot xfs rw 0 0\n\
-                    a\\134b /odd\\0 ext4 rw 0 0\n";
+                    /dev/md0 /boot xfs ro,relatime 0 0\n\
+                    a\\134b /odd\\0 ext4 rw,errors=remount-ro 0 0\n";
         assert_eq!(
             parse_mounts(text),
             [
-                Mount { source: "/dev/sdb".into(), path: "/mnt/my disk\tx".into(), fstype: "vfat".into() },
-                Mount { source: "/dev/md0".into(), path: "/boot".into(), fstype: "xfs".into() },
-                Mount { source: "a\\b".into(), path: "/odd\\0".into(), fstype: "ext4".into() },
+                Mount {
+                    source: "/dev/sdb".into(),
+                    path: "/mnt/my disk\tx".into(),
+                    fstype: "vfat".into(),
+                    readonly: false
+                },
+                Mount { source: "/dev/md0".into(), path: "/boot".into(), fstype: "xfs".into(), readonly: true },
+                Mount { source: "a\\b".into(), path: "/odd\\0".into(), fstype: "ext4".into(), readonly: false },
             ]
         );
         assert_eq!(unescape("plain"), "plain");
@@ -940,6 +1019,68 @@ mod tests {
         assert_eq!(devices(&p), ["vda", "nvme0n1"]);
     }
 
+    /// `disk.info` of each selected device, with and without a udev data file.
+    #[test]
+    fn disk_info_from_diskstats_and_udev() {
+        let root = FixtureRoot::new("vm-6.18");
+        let mut m = disk(&root, r#"{"filesystems": false}"#);
+        let p = fixture::collect(&mut m, 0.0);
+        fixture::assert_documented(SOURCE, &p);
+        let info: Vec<&Point> = p.iter().filter(|p| p.field == "info").collect();
+        assert_eq!(info.len(), 1);
+        let tags = |p: &Point| p.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        // `254 0 vda` in the captured diskstats; no udev on the capture machine.
+        assert_eq!((info[0].name.as_str(), info[0].value), ("disk.info.vda", Value::Int(1)));
+        assert_eq!(tags(info[0]), "device=vda major=254 minor=0 path= wwn= model= serial= revision=");
+        assert_eq!(info[0].kind, Kind::Gauge);
+        root.write(
+            "host/run/udev/data/b254:0",
+            "S:disk/by-path/virtio-pci-0000:00:02.0\nE:ID_PATH=virtio-pci-0000:00:02.0\nE:ID_MODEL=QEMU_DISK\n\
+             E:SCSI_IDENT_SERIAL=S123\nE:ID_REVISION=2.5+\nE:ID_WWN=0x5000c500a1b2c3d4\n",
+        );
+        let p = fixture::collect(&mut m, 1.0);
+        let info = fixture::find(&p, "disk.info.vda").unwrap();
+        assert_eq!(
+            tags(info),
+            "device=vda major=254 minor=0 path=virtio-pci-0000:00:02.0 wwn=0x5000c500a1b2c3d4 model=QEMU_DISK \
+             serial=S123 revision=2.5+"
+        );
+        assert_eq!(udev_labels("E:ID_SERIAL_SHORT=A1\nE:SCSI_IDENT_SERIAL=B2\n")[3], ("serial", "A1".to_string()));
+    }
+
+    /// `filesystem.readonly` from the mount options, `filesystem.device_error` from statvfs.
+    #[test]
+    fn filesystem_readonly_and_device_error() {
+        let root = FixtureRoot::new("linux-4.19-synth");
+        let text = root
+            .text("proc/mounts")
+            .replace("/dev/sdb /mnt/backup\\040disk vfat rw,", "/dev/sdb /mnt/backup\\040disk vfat ro,");
+        root.write("proc/mounts", &text);
+        let mut m = disk(&root, "{}");
+        let p = fixture::collect(&mut m, 0.0);
+        fixture::assert_documented(SOURCE, &p);
+        let got: Vec<(&str, Value)> =
+            p.iter().filter(|p| p.measurement == "filesystem").map(|p| (p.name.as_str(), p.value)).collect();
+        assert_eq!(
+            got,
+            [
+                ("filesystem.readonly./", Value::Int(0)),
+                ("filesystem.device_error./", Value::Int(0)),
+                // statvfs of /boot fails in this test: no fs.* for it, device_error 1.
+                ("filesystem.readonly./boot", Value::Int(0)),
+                ("filesystem.device_error./boot", Value::Int(1)),
+                ("filesystem.readonly./data", Value::Int(0)),
+                ("filesystem.device_error./data", Value::Int(0)),
+                ("filesystem.readonly./mnt/backup disk", Value::Int(1)),
+                ("filesystem.device_error./mnt/backup disk", Value::Int(0)),
+            ]
+        );
+        let boot = fixture::find(&p, "filesystem.device_error./boot").unwrap();
+        let tags: Vec<(&str, &str)> = boot.tags.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect();
+        assert_eq!(tags, [("mountpoint", "/boot"), ("device", "/dev/sda1"), ("fstype", "ext4")]);
+        assert!(!p.iter().any(|p| p.name == "fs.total./boot"));
+    }
+
     #[test]
     fn filesystems_per_tree() {
         let cases: &[(&str, &[&str])] = &[
@@ -954,7 +1095,7 @@ mod tests {
             let p = fixture::collect(&mut m, 0.0);
             fixture::assert_documented(SOURCE, &p);
             assert_eq!(mounts(&p), want, "{tree}");
-            let root_fs: Vec<_> = p.iter().filter(|p| p.name.ends_with("./")).collect();
+            let root_fs: Vec<_> = p.iter().filter(|p| p.name.ends_with("./") && !node_only(p)).collect();
             assert_eq!(
                 root_fs.iter().map(|p| (p.name.as_str(), p.value)).collect::<Vec<_>>(),
                 [

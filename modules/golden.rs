@@ -41,6 +41,8 @@ const MODULES: &[(&str, &str)] = &[
     ("nvme", "{}"),
     ("edac", "{}"),
     ("mdadm", "{}"),
+    ("netclass", "{}"),
+    ("selinux", "{}"),
 ];
 
 fn line(out: &mut String, p: &Point) {

@@ -18,22 +18,27 @@ pub mod l2met;
 pub mod load;
 pub mod mdadm;
 pub mod memory;
+pub mod netclass;
 pub mod netstat;
 pub mod network;
 pub mod nvme;
+pub mod os;
 pub mod pressure;
 pub mod process_stats;
 pub mod processes;
 pub mod prometheus_scrape;
 pub mod pushgateway_receiver;
 pub mod schedstat;
+pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
 pub mod system;
 pub mod textfile;
 pub mod thermal_zone;
+pub mod time;
 pub mod timex;
 pub mod udp_queues;
+pub mod uname;
 pub mod vmstat;
 
 /// Every built-in module, in the order an unknown-name error lists them ("known: …") and the
@@ -71,6 +76,11 @@ pub static REGISTRY: &[&ModuleSpec] = &[
     &nvme::SPEC,
     &edac::SPEC,
     &mdadm::SPEC,
+    &netclass::SPEC,
+    &uname::SPEC,
+    &os::SPEC,
+    &selinux::SPEC,
+    &time::SPEC,
 ];
 
 #[cfg(test)]

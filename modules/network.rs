@@ -36,6 +36,7 @@
 //! | `network.transmit_colls_total.<i>` |  | int | counter | collisions since the interface appeared (column 14), tag `device` |
 //! | `network.transmit_carrier_total.<i>` |  | int | counter | carrier losses since the interface appeared (column 15), tag `device` |
 //! | `network.transmit_compressed_total.<i>` |  | int | counter | compressed packets sent since the interface appeared (column 16), tag `device` |
+//! | `network.receive_nohandler_total.<i>` |  | int | counter | packets received that no protocol handler took (`/sys/class/net/<i>/statistics/rx_nohandler`, kernel 4.6+), tag `device` |
 //!
 //! Points carry the tag `interface`; interfaces come in `/proc/net/dev` order. Every stat is a
 //! rate, so the first collection of an interface reports nothing for it; a counter that went
@@ -46,7 +47,9 @@
 //! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus)
 //! follow node_exporter's `node_network_*` names: measurement `network`, tag `device` (not
 //! `interface`). They are present on every collection of a selected interface, the first
-//! included, after its rates.
+//! included, after its rates. `receive_nohandler_total` is not a column of `/proc/net/dev`:
+//! it is read from sysfs after the others, and left out when that file cannot be read (an
+//! older kernel, a container without `/sys`).
 //!
 //! | key | default | meaning |
 //! |---|---|---|
@@ -84,7 +87,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
     };
     let mut file = ProcFile::new(ctx.roots.proc_path("net/dev"));
     file.probe().map_err(BuildError::Unavailable)?;
-    Ok(Box::new(Network { file, selection, interfaces: HashMap::new() }))
+    Ok(Box::new(Network { file, selection, interfaces: HashMap::new(), class: ctx.roots.sys_path("class/net") }))
 }
 
 /// The 16 columns of `/proc/net/dev`, in order, with their units.
@@ -167,6 +170,17 @@ struct Network {
     /// `None`: every interface but `lo`.
     selection: Option<Matcher>,
     interfaces: HashMap<String, InterfaceState>,
+    /// `/sys/class/net`, for `rx_nohandler`.
+    class: std::path::PathBuf,
+}
+
+/// An interface's `statistics/rx_nohandler` (a decimal number, one short line).
+fn rx_nohandler(class: &std::path::Path, iface: &str) -> Option<u64> {
+    use std::io::Read;
+    let mut text = String::new();
+    let path = class.join(iface).join("statistics/rx_nohandler");
+    std::fs::File::open(path).ok()?.take(64).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 impl Network {
@@ -180,7 +194,7 @@ impl Network {
 
 impl Module for Network {
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
-        let Network { file, selection, interfaces } = self;
+        let Network { file, selection, interfaces, class } = self;
         let text = file.read()?;
         for iface in parse(text) {
             if !Network::selects(selection, iface.name) {
@@ -210,6 +224,10 @@ impl Module for Network {
             }
             for ((&field, &(_, units)), &v) in COUNTERS.iter().zip(&FIELDS).zip(&iface.counters) {
                 out.push(Point::device("network", field, units, "device", iface.name, Value::from(v)).counter());
+            }
+            if let Some(v) = rx_nohandler(class, iface.name) {
+                let p = Point::device("network", "receive_nohandler_total", "", "device", iface.name, Value::from(v));
+                out.push(p.counter());
             }
         }
         interfaces.retain(|_, s| std::mem::take(&mut s.seen));
@@ -277,8 +295,10 @@ mod tests {
                 if snap == "t1" {
                     root.advance();
                 }
-                let p: Vec<Point> =
-                    fixture::collect(m.as_mut(), secs).into_iter().filter(|p| p.kind == Kind::Counter).collect();
+                let p: Vec<Point> = fixture::collect(m.as_mut(), secs)
+                    .into_iter()
+                    .filter(|p| p.kind == Kind::Counter && p.field != "receive_nohandler_total")
+                    .collect();
                 fixture::assert_documented(SOURCE, &p);
                 assert_eq!(p.len(), 16 * want.len(), "{tree}");
                 for (i, iface) in want.iter().enumerate() {
@@ -294,6 +314,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `rx_nohandler` from the captured sysfs (vm-6.18 only has `sys/class/net`), after each
+    /// interface's 16 columns.
+    #[test]
+    fn receive_nohandler_from_sysfs() {
+        let tree = "vm-6.18";
+        let root = FixtureRoot::new(tree);
+        let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+        for (snap, secs) in [("t0", 0.0), ("t1", 1.0)] {
+            if snap == "t1" {
+                root.advance();
+            }
+            let p = fixture::collect(m.as_mut(), secs);
+            fixture::assert_documented(SOURCE, &p);
+            let counters: Vec<&Point> = p.iter().filter(|p| p.kind == Kind::Counter).collect();
+            assert_eq!(counters.len(), 17 * 3);
+            for (i, iface) in ["ifb0", "ifb1", "eth0"].iter().enumerate() {
+                let got = counters[17 * i + 16];
+                let want = fixture::read(tree, snap, &format!("sys/class/net/{iface}/statistics/rx_nohandler"));
+                assert_eq!(got.name, format!("network.receive_nohandler_total.{iface}"));
+                assert_eq!(got.value, Value::Int(want.trim().parse().unwrap()));
+                assert_eq!(got.tags, [("device".into(), iface.to_string())]);
+            }
+        }
+        root.write("sys/class/net/eth0/statistics/rx_nohandler", "many\n");
+        let p = fixture::collect(m.as_mut(), 2.0);
+        assert!(fixture::find(&p, "network.receive_nohandler_total.eth0").is_none());
+        assert!(fixture::find(&p, "network.receive_nohandler_total.ifb0").is_some());
     }
 
     #[test]

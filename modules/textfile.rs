@@ -2,7 +2,7 @@
 //!
 //! | stat | units | type | kind | meaning |
 //! |---|---|---|---|---|
-//! | `textfile.mtime_seconds.<file>` | s | float | gauge | last modification of the file `<file>` (its name in `directory`), seconds since the epoch, for each file read without error |
+//! | `textfile.mtime_seconds.<file>` | s | float | gauge | last modification of the file `<file>` (its path: `directory` joined with its name, as node_exporter 1.5 labels it), seconds since the epoch, for each file read without error |
 //! | `textfile.scrape_error` | | int | gauge | 1 when a file could not be listed, read or parsed, or a limit was reached, in this collection; else 0 |
 //! | `<sample>` | | float | gauge | each sample of the files, as `prometheus_scrape` and `pushgateway_receiver` give them: the sample name then each label value |
 //!
@@ -186,13 +186,13 @@ impl Module for Textfile {
         };
         let mut budget = self.max_series;
         let mut mtimes = Vec::with_capacity(files.len());
-        for (name, path) in files {
+        for (_name, path) in files {
             let got = self.read(&path).and_then(|mtime| Ok((mtime, file_points(&self.buf, budget)?)));
             match got {
                 Ok((mtime, points)) => {
                     budget -= points.len();
                     out.extend(points);
-                    mtimes.push((name, mtime));
+                    mtimes.push((path, mtime));
                 }
                 Err(e) => {
                     error = true;
@@ -200,8 +200,9 @@ impl Module for Textfile {
                 }
             }
         }
-        for (name, mtime) in mtimes {
-            out.push(Point::device("textfile", "mtime_seconds", "s", "file", &name, Value::Float(mtime)));
+        for (path, mtime) in mtimes {
+            let file = path.display().to_string();
+            out.push(Point::device("textfile", "mtime_seconds", "s", "file", &file, Value::Float(mtime)));
         }
         out.push(Point::simple("textfile", "scrape_error", "", Value::Int(i64::from(error))));
         Ok(())
@@ -245,21 +246,23 @@ mod tests {
         let mut m = module(dir.path(), "");
         let p = fixture::collect(m.as_mut(), 0.0);
         fixture::assert_documented(include_str!("textfile.rs"), &p[3..]);
-        let got: Vec<(&str, &str, &str, Value)> =
-            p.iter().map(|p| (p.name.as_str(), &*p.measurement, &*p.field, p.value)).collect();
+        let got: Vec<(String, &str, &str, Value)> =
+            p.iter().map(|p| (p.name.clone(), &*p.measurement, &*p.field, p.value)).collect();
+        let (apt, raid) = (a.display().to_string(), b.display().to_string());
         assert_eq!(
             got,
             [
-                ("apt_upgrades_pending.amd64.Debian", "apt_upgrades_pending", "gauge", Value::Float(3.0)),
-                ("backup_runs_total", "backup_runs_total", "counter", Value::Float(17.0)),
-                ("raid_ok", "raid_ok", "value", Value::Float(1.0)),
-                ("textfile.mtime_seconds.apt.prom", "textfile", "mtime_seconds", Value::Float(1_700_000_000.0)),
-                ("textfile.mtime_seconds.z_raid.prom", "textfile", "mtime_seconds", Value::Float(1_700_000_100.0)),
-                ("textfile.scrape_error", "textfile", "scrape_error", Value::Int(0)),
+                ("apt_upgrades_pending.amd64.Debian".into(), "apt_upgrades_pending", "gauge", Value::Float(3.0)),
+                ("backup_runs_total".into(), "backup_runs_total", "counter", Value::Float(17.0)),
+                ("raid_ok".into(), "raid_ok", "value", Value::Float(1.0)),
+                (format!("textfile.mtime_seconds.{apt}"), "textfile", "mtime_seconds", Value::Float(1_700_000_000.0)),
+                (format!("textfile.mtime_seconds.{raid}"), "textfile", "mtime_seconds", Value::Float(1_700_000_100.0)),
+                ("textfile.scrape_error".into(), "textfile", "scrape_error", Value::Int(0)),
             ]
         );
         assert_eq!(p[0].tags, [("arch".into(), "amd64".to_string()), ("origin".into(), "Debian".to_string())]);
-        assert_eq!(p[3].tags, [("file".into(), "apt.prom".to_string())]);
+        // The file's path, as node_exporter 1.5 labels it (`{file="/dir/apt.prom"}`).
+        assert_eq!(p[3].tags, [("file".into(), apt.clone())]);
 
         // A bad file is left out whole; the good one stays; scrape_error is 1.
         fs::write(&b, "raid_ok 1\nraid_broken{ 2\n").unwrap();
@@ -269,7 +272,7 @@ mod tests {
             [
                 "apt_upgrades_pending.amd64.Debian",
                 "backup_runs_total",
-                "textfile.mtime_seconds.apt.prom",
+                &format!("textfile.mtime_seconds.{apt}"),
                 "textfile.scrape_error"
             ]
         );

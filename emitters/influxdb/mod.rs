@@ -88,7 +88,10 @@
 //! different quantity, and nothing is dropped): `cpu.ctxt_per_sec_per_core`, `cpu.speed`,
 //! `cpu.cache_size` → `cpu` (`cpu=cpu-total`); `load.runnable_entities`,
 //! `load.total_entities` → `system`; `disk.read_sectors`, `disk.write_sectors` → `diskio`
-//! (`name`), `disk.count` → `diskio` (no `name`); `net.rx_fifo`, `rx_frame`,
+//! (`name`), `disk.count` → `diskio` (no `name`), `disk.info` → `diskio.info` (`name`, and its
+//! `major`, `minor`, `path`, `wwn`, `model`, `serial`, `revision` tags);
+//! `filesystem.readonly`, `filesystem.device_error` → `disk` (`path`, `device` without
+//! `/dev/`, `fstype`); `net.rx_fifo`, `rx_frame`,
 //! `rx_compressed`, `rx_multicast`, `tx_fifo`, `tx_colls`, `tx_carrier`, `tx_compressed`,
 //! `rx_bits`, `tx_bits` → `net`; the other meminfo keys (`mlocked`, `anonpages`,
 //! `kernelstack`, `hugepages_rsvd`, `directmap4k`, …) → `mem`; `proc.cpu` → `procstat.cpu`

@@ -8,7 +8,8 @@
 //! must agree within 1 % (or be listed in [`MOVING`]). It prints the coverage (series
 //! present / node_exporter's) and every missing family, and asserts full coverage for the
 //! collectors in [`ASSERTED`] less the [`EXCEPTIONS`] (docs/migrating.md, "From
-//! node_exporter", says why each one is missing).
+//! node_exporter", says why each one is missing). Both read one textfile directory the test
+//! writes, so the textfile collector's series are compared too.
 
 use crate::prometheus::Agent;
 use crate::support_prom::{self, free_port, installed, promtool_check, try_get, wait_for, Daemon};
@@ -46,6 +47,12 @@ const MODULES: &[&str] = &[
     "edac",
     "mdadm",
     "nvme",
+    "netclass",
+    "uname",
+    "os",
+    "selinux",
+    "time",
+    "textfile",
 ];
 
 /// node_exporter collectors whose every series badger must have (less [`EXCEPTIONS`]).
@@ -68,17 +75,18 @@ const ASSERTED: &[&str] = &[
     "arp",
     "udp_queues",
     "timex",
+    "netclass",
+    "uname",
+    "os",
+    "selinux",
+    "time",
+    "textfile",
 ];
 
 /// Series badger does not have, with the reason (docs/migrating.md lists them too): a
 /// family name prefix and a text its label set contains ("" = every series).
-const EXCEPTIONS: &[(&str, &str, &str)] = &[
-    ("node_filesystem_readonly", "", "the disk module does not read mount options yet"),
-    ("node_filesystem_device_error", "", "the disk module skips a mount whose statfs fails instead of flagging it"),
-    ("node_disk_info", "", "the disk module does not read the device's identity (major/minor, model, serial)"),
-    ("node_disk_", "device=\"zram", "badger's disk module leaves zram* out by default, node_exporter does not"),
-    ("node_network_receive_nohandler_total", "", "the network module reads /proc/net/dev, which has no such column"),
-];
+const EXCEPTIONS: &[(&str, &str, &str)] =
+    &[("node_disk_", "device=\"zram", "badger's disk module leaves zram* out by default, node_exporter does not")];
 
 fn excepted(family: &str, labels: &str) -> bool {
     EXCEPTIONS.iter().any(|(f, l, _)| family.starts_with(f) && labels.contains(l))
@@ -223,9 +231,20 @@ fn badger_matches_node_exporter() {
             "emitters": ["prometheus"] }}"#,
         modules.join(", ")
     );
-    let c = TempConfig::new(&main, &[("prometheus", r#"{"naming": "node_exporter"}"#)]);
+    // One textfile directory for both, with one file: its sample and mtime must match too.
+    let textfiles = tempfile::Builder::new().prefix("textfile.").tempdir().expect("tempdir");
+    std::fs::write(
+        textfiles.path().join("side_by_side.prom"),
+        "# HELP side_by_side_files Written by the test.\n# TYPE side_by_side_files gauge\nside_by_side_files{kind=\"prom\"} 3\n",
+    )
+    .expect("write .prom");
+    let textfile_conf = format!(r#"{{"directory": {:?}}}"#, textfiles.path().display().to_string());
+    let c = TempConfig::new(
+        &main,
+        &[("prometheus", r#"{"naming": "node_exporter"}"#), ("textfile", textfile_conf.as_str())],
+    );
     let _agent = Agent::start(&c);
-    let ne = Daemon::node_exporter();
+    let ne = Daemon::node_exporter_with(&[format!("--collector.textfile.directory={}", textfiles.path().display())]);
     let badger_url = format!("http://127.0.0.1:{port}/metrics");
     let ne_url = ne.url("/metrics");
 

@@ -147,9 +147,15 @@ impl Daemon {
 
     /// The real node_exporter with its default collectors.
     pub fn node_exporter() -> Daemon {
+        Daemon::node_exporter_with(&[])
+    }
+
+    /// node_exporter with more command-line flags (`--collector.textfile.directory=…`).
+    pub fn node_exporter_with(extra: &[String]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("node_exporter.").tempdir().expect("tempdir");
         let port = free_port();
-        let args = vec![format!("--web.listen-address=127.0.0.1:{port}"), "--log.level=warn".to_string()];
+        let mut args = vec![format!("--web.listen-address=127.0.0.1:{port}"), "--log.level=warn".to_string()];
+        args.extend(extra.iter().cloned());
         Daemon::spawn("node_exporter", NODE_EXPORTER, &args, dir, port, "/metrics")
     }
 

@@ -328,6 +328,9 @@ mod tests {
             Point::device("fs", "used_percent", "percent", "path", "/", Value::Float(42.5))
                 .with_tag("device", "/dev/vda1")
                 .with_tag("fstype", "ext4"),
+            Point::device("filesystem", "readonly", "", "mountpoint", "/", Value::Int(0))
+                .with_tag("device", "/dev/vda1")
+                .with_tag("fstype", "ext4"),
             Point::device("net", "rx_bytes", "B", "interface", "eth0", Value::Float(100.0)),
             Point::device("net", "tx_errs", "", "interface", "eth0", Value::Float(0.0)),
             Point::device("net", "rx_bits", "b", "interface", "eth0", Value::Float(800.0)),
@@ -351,6 +354,7 @@ mod tests {
             "system,host=h n_cpus=2i,load1=0.5,total_entities=321i,uptime=99i 1700000000",
             "diskio,host=h,name=sda reads=1,read_bytes=512,iops_in_progress=1i,read_sectors=1 1700000000",
             "disk,device=vda1,fstype=ext4,host=h,path=/ used_percent=42.5 1700000000",
+            "disk,device=vda1,fstype=ext4,host=h,path=/ readonly=0i 1700000000",
             "net,host=h,interface=eth0 bytes_recv=100,err_out=0,rx_bits=800 1700000000",
             "mem,host=h total=1024i,buffered=8i,used_percent=12.5,directmap4k=4096i 1700000000",
             "swap,host=h used=0i 1700000000",
@@ -358,6 +362,6 @@ mod tests {
             "procstat_lookup,host=h,process_name=sshd pid_count=3i 1700000000",
         ];
         assert_eq!(out, want.join("\n") + "\n");
-        assert_eq!(n, 28);
+        assert_eq!(n, 29);
     }
 }

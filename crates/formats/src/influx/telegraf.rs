@@ -78,6 +78,12 @@ pub fn map(p: &Point) -> Target<'_> {
         "fs" => {
             Target { measurement: "disk", field: f, tags: TagMap { strip: Some(("device", "/dev/")), ..TagMap::NONE } }
         }
+        // The disk module's node_exporter-only gauges (`readonly`, `device_error`), beside `fs`.
+        "filesystem" => Target {
+            measurement: "disk",
+            field: f,
+            tags: TagMap { rename: Some(("mountpoint", "path")), strip: Some(("device", "/dev/")), add: None },
+        },
         "net" => {
             let field = match f {
                 "rx_bytes" => "bytes_recv",
