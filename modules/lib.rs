@@ -11,6 +11,7 @@ pub mod disk;
 pub mod edac;
 pub mod entropy;
 pub mod exec;
+mod fields;
 pub mod filefd;
 pub mod hwmon;
 pub mod internal;

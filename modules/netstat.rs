@@ -27,10 +27,9 @@
 //! `^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$`
 //! (on this project's build VM: 40 stats).
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use regex_lite::Regex;
+use crate::fields::FieldFilter;
 use serde::Deserialize;
 
 use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
@@ -60,45 +59,21 @@ struct Config {
 
 fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, BuildError> {
     let c: Config = conf.parse()?;
-    let fields = Regex::new(c.fields.as_deref().unwrap_or(DEFAULT_FIELDS))
-        .map_err(|e| BuildError::Config(conf.error("fields", format!("not a regular expression: {e}"))))?;
+    let fields = FieldFilter::new(conf, c.fields.as_deref(), DEFAULT_FIELDS)?;
     let mut snmp = ProcFile::new(ctx.roots.proc_path("net/snmp"));
     snmp.probe().map_err(BuildError::Unavailable)?;
     let mut netstat = ProcFile::new(ctx.roots.proc_path("net/netstat"));
     netstat.probe().map_err(BuildError::Unavailable)?;
     let mut snmp6 = ProcFile::new(ctx.roots.proc_path("net/snmp6"));
     let snmp6 = snmp6.probe().is_ok().then_some(snmp6);
-    Ok(Box::new(Netstat { snmp, netstat, snmp6, fields: Fields { re: fields, seen: HashMap::new() } }))
+    Ok(Box::new(Netstat { snmp, netstat, snmp6, fields }))
 }
 
 struct Netstat {
     snmp: ProcFile,
     netstat: ProcFile,
     snmp6: Option<ProcFile>,
-    fields: Fields,
-}
-
-/// The `fields` expression with its answer for each name seen: the kernel prints the same
-/// few hundred names every time, so the expression runs on the first collection only.
-struct Fields {
-    re: Regex,
-    seen: HashMap<String, bool>,
-}
-
-impl Fields {
-    /// Names remembered at most (more than any kernel prints).
-    const MAX_SEEN: usize = 4096;
-
-    fn wants(&mut self, field: &str) -> bool {
-        if let Some(&yes) = self.seen.get(field) {
-            return yes;
-        }
-        let yes = self.re.is_match(field);
-        if self.seen.len() < Self::MAX_SEEN {
-            self.seen.insert(field.to_string(), yes);
-        }
-        yes
-    }
+    fields: FieldFilter,
 }
 
 /// The `(Proto, Name, value)` triples of `/proc/net/snmp` or `/proc/net/netstat`: a header
@@ -136,7 +111,7 @@ pub fn parse_snmp6(text: &str) -> Vec<(&str, &str, i64)> {
 }
 
 impl Netstat {
-    fn emit(fields: &mut Fields, triples: Vec<(&str, &str, i64)>, out: &mut Vec<Point>) {
+    fn emit(fields: &mut FieldFilter, triples: Vec<(&str, &str, i64)>, out: &mut Vec<Point>) {
         let mut field = String::new();
         for (proto, name, value) in triples {
             field.clear();

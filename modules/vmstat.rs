@@ -26,10 +26,9 @@
 //!
 //! The default of `fields` is node_exporter 1.x's: `^(oom_kill|pgpg|pswp|pg.*fault).*`.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use regex_lite::Regex;
+use crate::fields::FieldFilter;
 use serde::Deserialize;
 
 use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
@@ -51,22 +50,16 @@ struct Config {
 
 fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, BuildError> {
     let c: Config = conf.parse()?;
-    let fields = Regex::new(c.fields.as_deref().unwrap_or(DEFAULT_FIELDS))
-        .map_err(|e| BuildError::Config(conf.error("fields", format!("not a regular expression: {e}"))))?;
+    let fields = FieldFilter::new(conf, c.fields.as_deref(), DEFAULT_FIELDS)?;
     let mut file = ProcFile::new(ctx.roots.proc_path("vmstat"));
     file.probe().map_err(BuildError::Unavailable)?;
-    Ok(Box::new(Vmstat { file, fields, seen: HashMap::new() }))
+    Ok(Box::new(Vmstat { file, fields }))
 }
 
 struct Vmstat {
     file: ProcFile,
-    fields: Regex,
-    /// The answer of `fields` for each key seen (the keys do not change between reads), so
-    /// the expression runs on the first collection only; at most `MAX_SEEN` keys.
-    seen: HashMap<String, bool>,
+    fields: FieldFilter,
 }
-
-const MAX_SEEN: usize = 4096;
 
 /// The `key value` lines of `/proc/vmstat` (`pgfault 65356345`); a line that does not parse
 /// is skipped.
@@ -81,17 +74,7 @@ impl Module for Vmstat {
     fn collect(&mut self, _now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
         let text = self.file.read()?;
         for (key, value) in parse(text) {
-            let wanted = match self.seen.get(key) {
-                Some(&yes) => yes,
-                None => {
-                    let yes = self.fields.is_match(key);
-                    if self.seen.len() < MAX_SEEN {
-                        self.seen.insert(key.to_string(), yes);
-                    }
-                    yes
-                }
-            };
-            if wanted {
+            if self.fields.wants(key) {
                 out.push(crate::named_point("vmstat", key, "", Value::Int(value), &[]).counter());
             }
         }

@@ -168,14 +168,6 @@ struct Config {
     naming: Naming,
 }
 
-/// `timeout` is one of the keys every plugin takes; the core hands it to modules only, so
-/// the emitter reads it here.
-#[derive(Deserialize)]
-struct Shared {
-    #[serde(default)]
-    timeout: Option<badger_api::duration::Seconds>,
-}
-
 /// What the config of an `influxdb` emitter says, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -188,10 +180,7 @@ impl Settings {
     pub fn from_conf(conf: &PluginConf) -> Result<Settings, ConfigError> {
         let c: Config = conf.parse_except(OUTBOX_KEYS)?;
         let outbox = OutboxConfig::from_conf(conf)?;
-        let timeout = conf.parse_shared::<Shared>()?.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
-        if timeout.is_zero() {
-            return Err(conf.error("timeout", "must be more than 0"));
-        }
+        let timeout = conf.timeout_or(DEFAULT_TIMEOUT)?;
         let base_url = base_url(&c, conf)?;
         let non_empty = |key: &str, v: &Option<String>| match v {
             Some(s) if s.is_empty() => Err(conf.error(key, "must not be empty (leave the key out for the default)")),

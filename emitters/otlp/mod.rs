@@ -149,12 +149,6 @@ struct Config {
     naming: Naming,
 }
 
-#[derive(Deserialize)]
-struct Shared {
-    #[serde(default)]
-    timeout: Option<badger_api::duration::Seconds>,
-}
-
 /// What the config of an `otlp` emitter says, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -167,10 +161,7 @@ impl Settings {
     pub fn from_conf(conf: &PluginConf) -> Result<Settings, ConfigError> {
         let c: Config = conf.parse_except(OUTBOX_KEYS)?;
         let outbox = OutboxConfig::from_conf(conf)?;
-        let timeout = conf.parse_shared::<Shared>()?.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
-        if timeout.is_zero() {
-            return Err(conf.error("timeout", "must be more than 0"));
-        }
+        let timeout = conf.timeout_or(DEFAULT_TIMEOUT)?;
         let endpoint = endpoint(c.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT), conf)?;
         let mut headers = Vec::new();
         for (k, v) in c.headers {

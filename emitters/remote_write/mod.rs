@@ -78,12 +78,6 @@ struct Config {
     max_series: Option<u32>,
 }
 
-#[derive(Deserialize)]
-struct Shared {
-    #[serde(default)]
-    timeout: Option<badger_api::duration::Seconds>,
-}
-
 /// What the config says, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -99,10 +93,7 @@ impl Settings {
     pub fn from_conf(conf: &PluginConf) -> Result<Settings, ConfigError> {
         let c: Config = conf.parse_except(OUTBOX_KEYS)?;
         let outbox = OutboxConfig::from_conf(conf)?;
-        let timeout = conf.parse_shared::<Shared>()?.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
-        if timeout.is_zero() {
-            return Err(conf.error("timeout", "must be more than 0"));
-        }
+        let timeout = conf.timeout_or(DEFAULT_TIMEOUT)?;
         let url = c.url.as_deref().unwrap_or(DEFAULT_URL).trim().to_string();
         let lower = url.to_ascii_lowercase();
         let rest = if let Some(r) = lower.strip_prefix("http://") {

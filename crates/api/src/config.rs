@@ -108,6 +108,21 @@ impl PluginConf {
         serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::from_json(&self.file, e))
     }
 
+    /// The common `timeout` key (which the core hands to modules in their context) as a
+    /// network emitter reads it from its own file: `default` when absent, zero refused.
+    pub fn timeout_or(&self, default: std::time::Duration) -> Result<std::time::Duration, ConfigError> {
+        #[derive(serde::Deserialize)]
+        struct Common {
+            #[serde(default)]
+            timeout: Option<crate::duration::Seconds>,
+        }
+        let timeout = self.parse_shared::<Common>()?.timeout.map_or(default, |t| t.0);
+        if timeout.is_zero() {
+            return Err(self.error("timeout", "must be more than 0"));
+        }
+        Ok(timeout)
+    }
+
     /// Resolves a path from this config against the config file's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         match self.file.parent() {
