@@ -5,6 +5,7 @@ use badger_api::plugin::EmitterSpec;
 
 pub mod exec;
 pub mod graphite;
+mod http_client;
 pub mod influxdb;
 #[cfg(feature = "kafka")]
 pub mod kafka;

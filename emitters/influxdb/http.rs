@@ -123,16 +123,7 @@ enum Answer {
 
 impl HttpTransport {
     pub fn new(name: &str, target: &Target) -> HttpTransport {
-        let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .timeout_global(Some(target.timeout))
-            .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls)
-            .build()
-            .into();
+        let agent = crate::http_client::agent(target.timeout, None);
         let base = &target.base_url;
         let q = encode_query_value;
         let (write_url, query_url, database, identity, authorization) = match &target.api {

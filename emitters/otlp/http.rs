@@ -69,20 +69,7 @@ enum Answer {
 
 impl HttpTransport {
     pub fn new(name: &str, target: &Target) -> HttpTransport {
-        let roots = match &target.ca {
-            Some(certs) => ureq::tls::RootCerts::Specific(Arc::new(certs.clone())),
-            None => ureq::tls::RootCerts::PlatformVerifier,
-        };
-        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .timeout_global(Some(target.timeout))
-            .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls)
-            .build()
-            .into();
+        let agent = crate::http_client::agent(target.timeout, target.ca.as_ref());
         HttpTransport {
             name: name.to_string(),
             agent,

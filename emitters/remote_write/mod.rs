@@ -240,16 +240,7 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(s: &Settings) -> HttpTransport {
-        let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .timeout_global(Some(s.timeout))
-            .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls)
-            .build()
-            .into();
+        let agent = crate::http_client::agent(s.timeout, None);
         HttpTransport {
             agent,
             url: s.url.clone(),
