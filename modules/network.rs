@@ -163,6 +163,11 @@ pub fn parse(text: &str) -> impl Iterator<Item = InterfaceCounters<'_>> {
 struct InterfaceState {
     seen: bool,
     rates: [Rate; 16],
+    /// `statistics/rx_nohandler` of the interface, kept open and re-read in place.
+    nohandler: Option<ProcFile>,
+    /// The file could not be read (an old kernel, a tree without sysfs): not tried again
+    /// while the interface stays.
+    no_nohandler: bool,
 }
 
 struct Network {
@@ -174,13 +179,21 @@ struct Network {
     class: std::path::PathBuf,
 }
 
-/// An interface's `statistics/rx_nohandler` (a decimal number, one short line).
-fn rx_nohandler(class: &std::path::Path, iface: &str) -> Option<u64> {
-    use std::io::Read;
-    let mut text = String::new();
-    let path = class.join(iface).join("statistics/rx_nohandler");
-    std::fs::File::open(path).ok()?.take(64).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+/// An interface's `statistics/rx_nohandler` (a decimal number, one short line); `None`
+/// when it cannot be read (then not tried again) or does not parse.
+fn rx_nohandler(state: &mut InterfaceState, class: &std::path::Path, iface: &str) -> Option<u64> {
+    if state.no_nohandler {
+        return None;
+    }
+    let file = state.nohandler.get_or_insert_with(|| ProcFile::new(class.join(iface).join("statistics/rx_nohandler")));
+    match file.read() {
+        Ok(text) => text.trim().parse().ok(),
+        Err(_) => {
+            state.no_nohandler = true;
+            state.nohandler = None;
+            None
+        }
+    }
 }
 
 impl Network {
@@ -225,7 +238,7 @@ impl Module for Network {
             for ((&field, &(_, units)), &v) in COUNTERS.iter().zip(&FIELDS).zip(&iface.counters) {
                 out.push(Point::device("network", field, units, "device", iface.name, Value::from(v)).counter());
             }
-            if let Some(v) = rx_nohandler(class, iface.name) {
+            if let Some(v) = rx_nohandler(state, class, iface.name) {
                 let p = Point::device("network", "receive_nohandler_total", "", "device", iface.name, Value::from(v));
                 out.push(p.counter());
             }
