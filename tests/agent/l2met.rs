@@ -6,9 +6,9 @@
 use badger_test_support::process as common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,36 +53,12 @@ struct Badger {
 
 impl Badger {
     fn start(c: &TempConfig) -> Badger {
-        let mut child = badger()
-            .args(["-f", "config.json"])
-            .current_dir(c.dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let v: serde_json::Value = serde_json::from_str(&line).expect("stdout is NDJSON");
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let (child, rx, err) = common::spawn_ndjson(c);
         Badger { child, rx, stderr: Some(err) }
     }
 
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
+        common::signal(&self.child, sig);
     }
 
     /// Stops it with SIGTERM; returns its stderr.

@@ -8,10 +8,9 @@
 
 use badger_test_support::process as common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -114,29 +113,7 @@ fn now_secs() -> f64 {
 
 impl Run {
     fn start(c: &TempConfig) -> Run {
-        let mut child = badger()
-            .args(["-f", "config.json"])
-            .current_dir(c.dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start badger");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((now_secs(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let (child, lines, stderr) = common::spawn_lines(c, |line| Some((now_secs(), line)));
         Run { child, lines, stderr: Some(stderr) }
     }
 

@@ -3,44 +3,14 @@
 
 use badger_test_support::process as common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
-    assert!(ok.success());
-}
-
 fn start(c: &TempConfig) -> (Child, mpsc::Receiver<serde_json::Value>, std::thread::JoinHandle<String>) {
-    let mut child = badger()
-        .args(["-f", "config.json"])
-        .current_dir(c.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let v: serde_json::Value = serde_json::from_str(&line).expect("stdout is NDJSON");
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    (child, rx, err)
+    common::spawn_ndjson(c)
 }
 
 fn names(v: &serde_json::Value) -> Vec<String> {
@@ -82,7 +52,7 @@ fn sigterm_flushes_batched_payloads_and_exits_0() {
     std::thread::sleep(Duration::from_millis(3500));
     assert!(rx.try_recv().is_err(), "nothing is written before the hour is up");
     let t = Instant::now();
-    signal(&child, "-TERM");
+    common::signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
     let got: Vec<_> = rx.try_iter().collect();
     assert!(got.len() >= 2, "batched payloads flushed at exit: {}", got.len());
@@ -100,7 +70,7 @@ fn sigint_exits_0() {
     let c = config();
     let (mut child, rx, _err) = start(&c);
     rx.recv_timeout(Duration::from_secs(3)).expect("a payload");
-    signal(&child, "-INT");
+    common::signal(&child, "-INT");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
 }
 
@@ -120,7 +90,7 @@ fn sighup_reloads_good_config_and_keeps_old_on_bad() {
         "config.json",
         r#"{"core": {"hostname": "h2", "ipv4": "", "ipv6": "", "proc_root": "proc"}, "modules": ["load"], "emitters": ["stdout"]}"#,
     );
-    signal(&child, "-HUP");
+    common::signal(&child, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(4);
     let reloaded = loop {
         let v = rx.recv_deadline_compat(deadline).expect("payloads after reload");
@@ -132,7 +102,7 @@ fn sighup_reloads_good_config_and_keeps_old_on_bad() {
 
     // Bad config: a syntax error. badger logs it and keeps the running config.
     c.write("config.json", "{ \"modules\": [\"load\"], \n oops }");
-    signal(&child, "-HUP");
+    common::signal(&child, "-HUP");
     std::thread::sleep(Duration::from_millis(2500));
     let after: Vec<_> = rx.try_iter().collect();
     assert!(after.len() >= 2, "still collecting after a bad reload");
@@ -140,7 +110,7 @@ fn sighup_reloads_good_config_and_keeps_old_on_bad() {
         assert_eq!(v["hostname"], "h2");
         assert_eq!(names(v).len(), 4);
     }
-    signal(&child, "-TERM");
+    common::signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
     let err = err.join().unwrap();
     assert!(
@@ -166,9 +136,9 @@ fn a_stall_skips_missed_ticks_and_never_bursts() {
     let (mut child, rx, err) = start(&c);
     let before = rx.recv_timeout(Duration::from_secs(3)).expect("a payload");
     // Freeze the whole process for 3.5 s, as a VM pause or a swap storm would.
-    signal(&child, "-STOP");
+    common::signal(&child, "-STOP");
     std::thread::sleep(Duration::from_millis(3500));
-    signal(&child, "-CONT");
+    common::signal(&child, "-CONT");
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
@@ -176,7 +146,7 @@ fn a_stall_skips_missed_ticks_and_never_bursts() {
             got.push((Instant::now(), v["timestamp"].as_i64().unwrap()));
         }
     }
-    signal(&child, "-TERM");
+    common::signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
     let mut ts: Vec<i64> = rx.try_iter().map(|v| v["timestamp"].as_i64().unwrap()).collect();
     ts.splice(0..0, std::iter::once(before["timestamp"].as_i64().unwrap()));
@@ -201,7 +171,7 @@ fn json_logs_are_one_object_per_line_on_stderr() {
     c.write("proc/loadavg", "1.00 2.00 3.00 1/100 999\n");
     let (mut child, rx, err) = start(&c);
     rx.recv_timeout(Duration::from_secs(3)).expect("a payload");
-    signal(&child, "-TERM");
+    common::signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
     let err = err.join().unwrap();
     let lines: Vec<&str> = err.lines().collect();

@@ -5,9 +5,8 @@
 use crate::support_influx;
 use badger_test_support::process as common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -392,36 +391,19 @@ fn config(emitters: &str, confs: &[(&str, &str)]) -> TempConfig {
 }
 
 fn start_badger(c: &TempConfig) -> Badger {
-    let mut child = badger()
-        .args(["-f", "config.json"])
-        .current_dir(c.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start badger");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
     let stamps: Arc<Mutex<Vec<i64>>> = Arc::default();
     let s = stamps.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let v: serde_json::Value = serde_json::from_str(&line).expect("NDJSON on stdout");
-            s.lock().expect("lock").push(v["timestamp"].as_i64().expect("timestamp"));
-        }
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
+    let (child, _, err) = common::spawn_lines(c, move |line| {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("NDJSON on stdout");
+        s.lock().expect("lock").push(v["timestamp"].as_i64().expect("timestamp"));
+        None::<()>
     });
     Badger { child, stamps, err: Some(err) }
 }
 
 impl Badger {
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
-        assert!(ok.success());
+        common::signal(&self.child, sig);
     }
 
     fn stamps(&self) -> Vec<i64> {

@@ -60,3 +60,53 @@ pub fn stdout(o: &Output) -> String {
 pub fn fixture(rel: &str) -> PathBuf {
     crate::fixture::workspace_root().join("tests/fixtures").join(rel)
 }
+
+/// Starts `badger -f config.json` in `c`'s directory with stdout and stderr piped. Each
+/// stdout line goes through `line` on a reader thread; what it returns (`None`: nothing) is
+/// sent to the receiver. The join handle gives stderr once badger has exited.
+pub fn spawn_lines<T: Send + 'static>(
+    c: &TempConfig,
+    line: impl Fn(String) -> Option<T> + Send + 'static,
+) -> (std::process::Child, std::sync::mpsc::Receiver<T>, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = badger()
+        .args(["-f", "config.json"])
+        .current_dir(c.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start badger");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if let Some(v) = line(l) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    (child, rx, err)
+}
+
+/// [`spawn_lines`] with every stdout line parsed as one JSON object (NDJSON).
+pub fn spawn_ndjson(
+    c: &TempConfig,
+) -> (std::process::Child, std::sync::mpsc::Receiver<serde_json::Value>, std::thread::JoinHandle<String>) {
+    spawn_lines(c, |l| Some(serde_json::from_str(&l).expect("stdout is NDJSON")))
+}
+
+/// Sends `sig` (`-TERM`, `-HUP` …) to a child with kill(1).
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success(), "kill {sig} failed");
+}
