@@ -39,7 +39,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
     let Config {} = conf.parse()?;
     let mut file = ProcFile::new(ctx.roots.proc_path("meminfo"));
     file.probe().map_err(BuildError::Unavailable)?;
-    Ok(Box::new(Memory { file, field: String::new() }))
+    Ok(Box::new(Memory { file, field: String::new(), names: Vec::new() }))
 }
 
 /// Field names of the meminfo keys kernels print today, so the usual lines need no
@@ -175,68 +175,102 @@ pub struct Derived {
 
 /// Computes `used`, `used_percent`, `swap_used` and `swap_used_percent` (bytes).
 pub fn derive(text: &str) -> Derived {
-    let (mut total, mut free, mut avail, mut buffers, mut cached) = (None, None, None, None, None);
-    let (mut swap_total, mut swap_free) = (None, None);
-    for l in parse(text) {
+    let mut acc = Inputs::default();
+    parse(text).for_each(|l| acc.note(&l));
+    acc.derive()
+}
+
+/// The lines the derived stats need, noted as they go by (the module parses the file once).
+#[derive(Debug, Default, Clone, Copy)]
+struct Inputs {
+    total: Option<u64>,
+    free: Option<u64>,
+    avail: Option<u64>,
+    buffers: Option<u64>,
+    cached: Option<u64>,
+    swap_total: Option<u64>,
+    swap_free: Option<u64>,
+}
+
+impl Inputs {
+    fn note(&mut self, l: &MemLine<'_>) {
         let slot = match l.key {
-            "MemTotal" => &mut total,
-            "MemFree" => &mut free,
-            "MemAvailable" => &mut avail,
-            "Buffers" => &mut buffers,
-            "Cached" => &mut cached,
-            "SwapTotal" => &mut swap_total,
-            "SwapFree" => &mut swap_free,
-            _ => continue,
+            "MemTotal" => &mut self.total,
+            "MemFree" => &mut self.free,
+            "MemAvailable" => &mut self.avail,
+            "Buffers" => &mut self.buffers,
+            "Cached" => &mut self.cached,
+            "SwapTotal" => &mut self.swap_total,
+            "SwapFree" => &mut self.swap_free,
+            _ => return,
         };
         *slot = Some(l.scaled());
     }
-    let mut d = Derived::default();
-    if let Some(total) = total {
-        let used = match avail {
-            Some(a) => Some(total.saturating_sub(a)),
-            None => match (free, buffers, cached) {
-                (Some(f), Some(b), Some(c)) => Some(total.saturating_sub(f).saturating_sub(b).saturating_sub(c)),
-                _ => None,
-            },
-        };
-        d.used = used;
-        if total > 0 {
-            d.used_percent = used.map(|u| u as f64 / total as f64 * 100.0);
+
+    fn derive(self) -> Derived {
+        let mut d = Derived::default();
+        if let Some(total) = self.total {
+            let used = match self.avail {
+                Some(a) => Some(total.saturating_sub(a)),
+                None => match (self.free, self.buffers, self.cached) {
+                    (Some(f), Some(b), Some(c)) => Some(total.saturating_sub(f).saturating_sub(b).saturating_sub(c)),
+                    _ => None,
+                },
+            };
+            d.used = used;
+            if total > 0 {
+                d.used_percent = used.map(|u| u as f64 / total as f64 * 100.0);
+            }
         }
+        if let (Some(t), Some(f)) = (self.swap_total, self.swap_free) {
+            let used = t.saturating_sub(f);
+            d.swap_used = Some(used);
+            d.swap_used_percent = Some(if t == 0 { 0.0 } else { used as f64 / t as f64 * 100.0 });
+        }
+        d
     }
-    if let (Some(t), Some(f)) = (swap_total, swap_free) {
-        let used = t.saturating_sub(f);
-        d.swap_used = Some(used);
-        d.swap_used_percent = Some(if t == 0 { 0.0 } else { used as f64 / t as f64 * 100.0 });
-    }
-    d
+}
+
+/// The names of one meminfo line, kept from tick to tick (the keys and their order do not
+/// change while the kernel runs, so each tick only compares the key).
+struct LineNames {
+    key: String,
+    field: Cow<'static, str>,
+    name: String,
 }
 
 struct Memory {
     file: ProcFile,
     /// Scratch for field names.
     field: String,
+    /// The names of each line, in file order.
+    names: Vec<LineNames>,
 }
 
 impl Module for Memory {
     fn collect(&mut self, _now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
         let text = self.file.read()?;
         let start = out.len();
-        for l in parse(text) {
-            field_name(l.key, &mut self.field);
-            let field: Cow<'static, str> = match KNOWN_FIELDS.binary_search(&self.field.as_str()) {
-                Ok(i) => Cow::Borrowed(KNOWN_FIELDS[i]),
-                Err(_) => Cow::Owned(self.field.clone()),
-            };
-            let mut name = String::with_capacity(4 + field.len());
-            name.push_str("mem.");
-            name.push_str(&field);
+        let mut inputs = Inputs::default();
+        for (i, l) in parse(text).enumerate() {
+            inputs.note(&l);
+            if self.names.get(i).is_none_or(|n| n.key != l.key) {
+                field_name(l.key, &mut self.field);
+                let field: Cow<'static, str> = match KNOWN_FIELDS.binary_search(&self.field.as_str()) {
+                    Ok(i) => Cow::Borrowed(KNOWN_FIELDS[i]),
+                    Err(_) => Cow::Owned(self.field.clone()),
+                };
+                let names = LineNames { key: l.key.to_string(), name: format!("mem.{field}"), field };
+                self.names.truncate(i);
+                self.names.push(names);
+            }
+            let names = &self.names[i];
             out.push(Point {
-                name,
+                name: names.name.clone(),
                 value: Value::from(l.scaled()),
                 units: Cow::Borrowed(if l.kb { "B" } else { "" }),
                 measurement: Cow::Borrowed("mem"),
-                field,
+                field: names.field.clone(),
                 tags: Vec::new(),
                 kind: Default::default(),
             });
@@ -244,7 +278,7 @@ impl Module for Memory {
         if out.len() == start {
             return Err(CollectError(format!("{}: no \"Key: value\" lines", self.file.path().display())));
         }
-        let d = derive(text);
+        let d = inputs.derive();
         if let Some(v) = d.used {
             out.push(Point::simple("mem", "used", "B", Value::from(v)));
         }

@@ -132,18 +132,21 @@ enum Speed {
     None,
 }
 
-/// Reads `path` until the first blank line (or 64 KiB), into `buf`.
+/// Reads `path` until the first blank line, or the end of the `cpu MHz` line, or 64 KiB,
+/// into `buf`. It reads 512 bytes at a time because procfs generates cpuinfo one processor
+/// at a time for as many as fit the read: a 4 KiB read costs two or three processors' worth
+/// (about 25 µs), a 512-byte one only the first (about 11 µs).
 fn read_first_block<'a>(path: &Path, buf: &'a mut Vec<u8>) -> std::io::Result<&'a str> {
     buf.clear();
     let mut f = File::open(path)?;
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; 512];
     loop {
         let n = f.read(&mut chunk)?;
         if n == 0 {
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(2).any(|w| w == b"\n\n") || buf.len() >= 64 * 1024 {
+        if first_block_is_read(buf) || buf.len() >= 64 * 1024 {
             break;
         }
     }
@@ -151,6 +154,18 @@ fn read_first_block<'a>(path: &Path, buf: &'a mut Vec<u8>) -> std::io::Result<&'
         // A cut in the middle of a character can only be at the very end.
         std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default()
     }))
+}
+
+/// Whether `buf` holds the end of the first processor block or a whole `cpu MHz` line.
+fn first_block_is_read(buf: &[u8]) -> bool {
+    const KEY: &[u8] = b"\ncpu MHz";
+    if buf.windows(2).any(|w| w == b"\n\n") {
+        return true;
+    }
+    match buf.windows(KEY.len()).position(|w| w == KEY) {
+        Some(at) => buf[at + KEY.len()..].contains(&b'\n'),
+        None => false,
+    }
 }
 
 impl Speed {
@@ -339,6 +354,21 @@ mod tests {
         let p = fixture::collect(m.as_mut(), 0.0);
         assert_eq!(fixture::float(&p, "cpu.speed"), 1234.5);
         assert_eq!(fixture::int(&p, "cpu.cores"), 2);
+    }
+
+    #[test]
+    fn the_first_block_read_stops_at_the_speed_line() {
+        assert!(!first_block_is_read(b"processor\t: 0\ncpu MHz\t\t: 12"));
+        assert!(first_block_is_read(b"processor\t: 0\ncpu MHz\t\t: 1234.5\nflags"));
+        assert!(first_block_is_read(b"processor\t: 0\nflags\t: a\n\nprocessor"));
+        assert!(!first_block_is_read(b"processor\t: 0\nflags\t: a\n"));
+        // A line longer than one 512-byte read still ends the block where it should.
+        let root = FixtureRoot::new("vm-6.18");
+        let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+        let flags = "f ".repeat(600);
+        root.write("proc/cpuinfo", &format!("processor\t: 0\nflags\t\t: {flags}\ncpu MHz\t\t: 2000.25\n\n"));
+        let p = fixture::collect(m.as_mut(), 0.0);
+        assert_eq!(fixture::float(&p, "cpu.speed"), 2000.25);
     }
 
     #[test]

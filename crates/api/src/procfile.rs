@@ -3,11 +3,12 @@
 //! On a real procfs or sysfs the file stays open and is re-read from offset 0 with `pread`
 //! (the kernel regenerates it), which saves the path walk of an `open` and a `close` on every
 //! tick. Anywhere else (fixture trees in tests, whose files are replaced between reads) it
-//! is opened afresh each time.
+//! is opened afresh each time. The kernel writes straight into the buffer's spare capacity
+//! (nothing is zeroed or copied), and the text is handed out in place when it is UTF-8,
+//! which kernel files are.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::plugin::CollectError;
@@ -19,14 +20,15 @@ const SYSFS_MAGIC: i64 = 0x6265_6572;
 #[derive(Debug)]
 pub struct ProcFile {
     path: PathBuf,
-    buf: String,
     bytes: Vec<u8>,
+    /// The lossy text, only when the bytes were not UTF-8.
+    lossy: String,
     open: Option<File>,
 }
 
 impl ProcFile {
     pub fn new(path: PathBuf) -> ProcFile {
-        ProcFile { path, buf: String::new(), bytes: Vec::with_capacity(4096), open: None }
+        ProcFile { path, bytes: Vec::with_capacity(4096), lossy: String::new(), open: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -49,12 +51,13 @@ impl ProcFile {
                 self.open = Some(f);
             }
         }
-        self.buf.clear();
         match std::str::from_utf8(&self.bytes) {
-            Ok(s) => self.buf.push_str(s),
-            Err(_) => self.buf.push_str(&String::from_utf8_lossy(&self.bytes)),
+            Ok(s) => Ok(s),
+            Err(_) => {
+                self.lossy = String::from_utf8_lossy(&self.bytes).into_owned();
+                Ok(&self.lossy)
+            }
         }
-        Ok(&self.buf)
     }
 
     /// Whether the file may differ from the last read. Files that signal changes with
@@ -77,14 +80,17 @@ impl ProcFile {
     }
 }
 
+/// Reads `f` from offset 0 to its end into `out`'s spare capacity (`out` starts empty).
 fn read_all_at(f: &File, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = [0u8; 4096];
     loop {
-        let n = f.read_at(&mut chunk, out.len() as u64)?;
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let offset = out.len() as u64;
+        let n = rustix::io::pread(f, rustix::buffer::spare_capacity(out), offset)?;
         if n == 0 {
             return Ok(());
         }
-        out.extend_from_slice(&chunk[..n]);
     }
 }
 
