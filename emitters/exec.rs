@@ -42,6 +42,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[],
     summary: "payloads as JSON lines on the stdin of a command you write",
     build,
+    counters: false,
 };
 
 /// A command that ran this long before exiting restarts after `restart_initial` again.

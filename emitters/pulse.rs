@@ -34,8 +34,13 @@ use badger_api::plugin::{Batch, BuildError, ConfigError, EmitError, Emitter, Emi
 use badger_api::point::HostMeta;
 use badger_formats::pulse::{clean_name, clean_tag, Collector, Relay, RelayOptions};
 
-pub static SPEC: EmitterSpec =
-    EmitterSpec { name: "pulse", aliases: &[], summary: "a Pulse relay: the server polls the latest values", build };
+pub static SPEC: EmitterSpec = EmitterSpec {
+    name: "pulse",
+    aliases: &[],
+    summary: "a Pulse relay: the server polls the latest values",
+    build,
+    counters: false,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

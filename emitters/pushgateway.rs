@@ -44,6 +44,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[],
     summary: "pushes every current point to a Prometheus Pushgateway (text format 0.0.4)",
     build,
+    counters: true,
 };
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);

@@ -46,8 +46,9 @@
 //! lines of each read, so a core taken offline drops out of `ctxt_per_sec_per_core`.
 //!
 //! The counters (kind `counter`: raw cumulative values, hidden from the emitters that print
-//! Stat Badger's stats, read by exposition formats such as OTLP and Prometheus) are present on
-//! every collection, the first included, whatever `per_core` says. They follow
+//! Stat Badger's stats, read by exposition formats such as OTLP and Prometheus; built only when
+//! an emitter that reads them is configured: otlp, prometheus, pushgateway, remote_write) are
+//! present on every collection, the first included, whatever `per_core` says. They follow
 //! node_exporter: `seconds_total` is measurement `cpu`, field `seconds_total`, one point per
 //! core and mode, ticks divided by USER_HZ (100 on every Linux architecture badger runs on);
 //! as in node_exporter (and the kernel's own columns), `user` and `nice` include the guest
@@ -86,6 +87,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
         numbers: Vec::new(),
         forks: Rate::default(),
         ctxt: Rate::default(),
+        counters: !ctx.gauges_only,
     }))
 }
 
@@ -197,6 +199,8 @@ struct Cpu {
     numbers: Vec<String>,
     forks: Rate,
     ctxt: Rate,
+    /// Whether an emitter reads the counters (`ModuleContext::gauges_only`).
+    counters: bool,
 }
 
 /// The `cpuN` tag value of core `n`, made on first use.
@@ -298,6 +302,10 @@ impl Module for Cpu {
                     out.push(Point::simple("cpu", "ctxt_per_sec_per_core", "", Value::Float(r / cores as f64)));
                 }
             }
+        }
+        if !self.counters {
+            std::mem::swap(&mut self.cur, &mut self.prev);
+            return Ok(());
         }
         for &(n, times) in &self.cur.cores {
             let cpu = core_number(&mut self.numbers, n);

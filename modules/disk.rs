@@ -61,7 +61,9 @@
 //! udev (a container, this project's build VM) gives empty tags.
 //!
 //! The `*_total` counters (kind `counter`: raw cumulative values, hidden from the emitters
-//! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus)
+//! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus;
+//! built only when an emitter that reads them is configured: otlp, prometheus, pushgateway,
+//! remote_write)
 //! follow node_exporter's `node_disk_*` names and units; they are present on every collection
 //! of a selected device, the first included, after its rates. The discard counters need the
 //! 18-field lines of kernel 4.18+, the flush counters the 20-field lines of 5.5+; an older
@@ -540,6 +542,8 @@ struct Disk {
     selection: DeviceSelection,
     devices: HashMap<String, DeviceState>,
     filesystems: Option<Filesystems>,
+    /// Whether an emitter reads the counters (`ModuleContext::gauges_only`).
+    counters: bool,
 }
 
 impl Disk {
@@ -577,13 +581,13 @@ impl Disk {
             None
         };
         let udev = ctx.roots.host.join("run/udev/data");
-        Ok(Disk { udev, diskstats, selection, devices: HashMap::new(), filesystems })
+        Ok(Disk { udev, diskstats, selection, devices: HashMap::new(), filesystems, counters: !ctx.gauges_only })
     }
 }
 
 impl Module for Disk {
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
-        let Disk { udev, diskstats, selection, devices, filesystems } = self;
+        let Disk { udev, diskstats, selection, devices, filesystems, counters: with_counters } = self;
         let text = diskstats.read()?;
         for d in parse(text) {
             let state = match devices.get_mut(&d.name) {
@@ -615,7 +619,9 @@ impl Module for Disk {
             }
             push_rate(out, "read_thruput", "B", name, rates[2].map(|s| s * 512.0));
             push_rate(out, "write_thruput", "B", name, rates[6].map(|s| s * 512.0));
-            push_counters(out, &d);
+            if *with_counters {
+                push_counters(out, &d);
+            }
             out.push(info_point(&d, udev));
         }
         devices.retain(|_, s| std::mem::take(&mut s.seen));

@@ -44,8 +44,9 @@
 //! `tx_carier`; badger spells it right.
 //!
 //! The `network.*_total` counters (kind `counter`: the raw columns, hidden from the emitters
-//! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus)
-//! follow node_exporter's `node_network_*` names: measurement `network`, tag `device` (not
+//! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus;
+//! built only when an emitter that reads them is configured: otlp, prometheus, pushgateway,
+//! remote_write) follow node_exporter's `node_network_*` names: measurement `network`, tag `device` (not
 //! `interface`). They are present on every collection of a selected interface, the first
 //! included, after its rates. `receive_nohandler_total` is not a column of `/proc/net/dev`:
 //! it is read from sysfs after the others, and left out when that file cannot be read (an
@@ -87,7 +88,13 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
     };
     let mut file = ProcFile::new(ctx.roots.proc_path("net/dev"));
     file.probe().map_err(BuildError::Unavailable)?;
-    Ok(Box::new(Network { file, selection, interfaces: HashMap::new(), class: ctx.roots.sys_path("class/net") }))
+    Ok(Box::new(Network {
+        file,
+        selection,
+        interfaces: HashMap::new(),
+        class: ctx.roots.sys_path("class/net"),
+        counters: !ctx.gauges_only,
+    }))
 }
 
 /// The 16 columns of `/proc/net/dev`, in order, with their units.
@@ -177,6 +184,8 @@ struct Network {
     interfaces: HashMap<String, InterfaceState>,
     /// `/sys/class/net`, for `rx_nohandler`.
     class: std::path::PathBuf,
+    /// Whether an emitter reads the counters (`ModuleContext::gauges_only`).
+    counters: bool,
 }
 
 /// An interface's `statistics/rx_nohandler` (a decimal number, one short line); `None`
@@ -207,7 +216,7 @@ impl Network {
 
 impl Module for Network {
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
-        let Network { file, selection, interfaces, class } = self;
+        let Network { file, selection, interfaces, class, counters } = self;
         let text = file.read()?;
         for iface in parse(text) {
             if !Network::selects(selection, iface.name) {
@@ -234,6 +243,9 @@ impl Module for Network {
                 if let Some(v) = r {
                     out.push(Point::device("net", field, "b", "interface", iface.name, Value::Float(v * 8.0)));
                 }
+            }
+            if !*counters {
+                continue;
             }
             for ((&field, &(_, units)), &v) in COUNTERS.iter().zip(&FIELDS).zip(&iface.counters) {
                 out.push(Point::device("network", field, units, "device", iface.name, Value::from(v)).counter());

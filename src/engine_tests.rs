@@ -17,7 +17,7 @@ use crate::plan::{plan, Plan, Planned, PlannedPlugin};
 use crate::scheduler::{step, Ticker, Wake};
 use badger_api::logging::{LogConfig, LogFormat};
 use badger_api::matcher::Matcher;
-use badger_api::plugin::{Batch, CollectError, EmitError, Emitter, Module, ModuleSpec, PluginConf};
+use badger_api::plugin::{Batch, CollectError, EmitError, Emitter, EmitterSpec, Module, ModuleSpec, PluginConf};
 use badger_api::point::{HostMeta, Payload, Point, Value};
 use badger_api::telemetry::Telemetry;
 
@@ -396,5 +396,46 @@ fn reload_keeps_an_unchanged_plugin_and_rebuilds_a_changed_one() {
     assert!(Arc::ptr_eq(&a_stats, &e.module("a")), "a's worker kept");
     assert_eq!(e.module("a").runs.load(Ordering::Relaxed), 3);
     assert_eq!(e.module("b").runs.load(Ordering::Relaxed), 1);
+    assert!(e.agent.shutdown(Instant::now() + PATIENCE));
+}
+
+/// Records `ModuleContext::gauges_only` of its build in its one point's value.
+static GAUGES: ModuleSpec = ModuleSpec {
+    name: "gauges",
+    aliases: &[],
+    summary: "says whether it was asked for gauges only",
+    build: |ctx, _| Ok(Box::new(Counter { name: "a", n: i64::from(ctx.gauges_only) })),
+};
+static GAUGE_MODULES: [&ModuleSpec; 1] = [&GAUGES];
+const fn plain_emitter(counters: bool) -> EmitterSpec {
+    EmitterSpec { name: "", aliases: &[], summary: "", build: |_, _| Ok(sink().0), counters }
+}
+static PRINTS: EmitterSpec = EmitterSpec { name: "prints", ..plain_emitter(false) };
+static EXPOSES: EmitterSpec = EmitterSpec { name: "exposes", ..plain_emitter(true) };
+static GAUGE_EMITTERS: [&EmitterSpec; 2] = [&PRINTS, &EXPOSES];
+const GAUGE_REGISTRIES: Registries = Registries { modules: &GAUGE_MODULES, emitters: &GAUGE_EMITTERS };
+
+#[test]
+fn modules_build_counters_only_when_an_emitter_reads_them() {
+    let with_emitters = |kinds: &[&'static str]| {
+        let mut c = config(10);
+        c.modules = vec![entry("m", "gauges", 1, "{}")];
+        c.emitters = kinds.iter().map(|k| entry(k, k, 0, "{}")).collect();
+        c
+    };
+    let gauges_only = |p: &mut Plan| {
+        let Planned::Built(m) = &mut p.modules[0].planned else { panic!("built") };
+        let mut out = Vec::new();
+        m.collect(Instant::now(), &mut out).expect("collects");
+        out[0].value == Value::Int(1)
+    };
+    let mut first = plan(with_emitters(&["prints"]), &GAUGE_REGISTRIES, &Default::default()).expect("plans");
+    assert!(gauges_only(&mut first), "no emitter reads counters");
+    let mut both = plan(with_emitters(&["prints", "exposes"]), &GAUGE_REGISTRIES, &Default::default()).expect("plans");
+    assert!(!gauges_only(&mut both), "exposes reads counters");
+    // Adding an emitter that reads counters rebuilds the modules on reload.
+    let e = Engine::start(first);
+    let second = plan(with_emitters(&["prints", "exposes"]), &GAUGE_REGISTRIES, &e.agent.running()).expect("plans");
+    assert!(!second.modules[0].kept(), "rebuilt with counters");
     assert!(e.agent.shutdown(Instant::now() + PATIENCE));
 }

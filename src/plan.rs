@@ -133,17 +133,29 @@ pub fn plan(config: Config, reg: &Registries, running: &Running) -> Result<Plan,
     let shared =
         Shared { config: &config, running, http_fp: if config.core.http_listen.is_some() { "\u{0}http" } else { "" } };
     let mut routes = Routes::default();
+    // Modules build raw counters only when an emitter reads them (otlp, prometheus,
+    // pushgateway, remote_write); a change of that rebuilds the modules (it is in their
+    // fingerprint). Exec and library emitters see Stat Badger's stats only.
+    let gauges_only = !config.emitters.iter().any(|e| match &e.source {
+        Source::Library(_) => false,
+        source => source.registry_name().and_then(|kind| reg.emitter(kind)).is_some_and(|s| s.counters),
+    });
     let modules = plan_plugins(
         &config.modules,
         &shared,
         &mut routes,
         |entry| {
             let timeout = module_timeout(entry, config.core.module_timeout);
-            (format!("{}\u{0}{:?}\u{0}{timeout:?}", entry.fingerprint(), roots), timeout)
+            (format!("{}\u{0}{:?}\u{0}{timeout:?}\u{0}{gauges_only}", entry.fingerprint(), roots), timeout)
         },
         |entry, timeout, http| {
-            let mctx =
-                ModuleContext { roots: roots.clone(), timeout, http: http.clone(), telemetry: telemetry.clone() };
+            let mctx = ModuleContext {
+                roots: roots.clone(),
+                timeout,
+                http: http.clone(),
+                telemetry: telemetry.clone(),
+                gauges_only,
+            };
             match &entry.source {
                 Source::Library(lib) => crate::loader::build_module(lib, &mctx, &entry.conf),
                 source => {

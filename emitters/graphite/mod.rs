@@ -73,6 +73,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[ALIAS],
     summary: "Graphite carbon: plaintext over TCP or UDP, or pickle",
     build,
+    counters: false,
 };
 
 /// Stat Badger's name for this emitter; it speaks pickle by default.

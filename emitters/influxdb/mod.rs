@@ -128,6 +128,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &["influxdb08_emitter"],
     summary: "InfluxDB 1.x/2.x line protocol over HTTP(S), buffered, retried, optional disk spool",
     build,
+    counters: false,
 };
 
 /// The original's name for this emitter.

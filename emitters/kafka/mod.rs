@@ -91,6 +91,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &["kafka082_emitter"],
     summary: "one message per payload on a Kafka topic: JSON, InfluxDB line protocol or Graphite plaintext",
     build,
+    counters: false,
 };
 
 const DEFAULT_BROKERS: &str = "127.0.0.1:9092";

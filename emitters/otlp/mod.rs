@@ -127,6 +127,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[],
     summary: "OpenTelemetry OTLP/HTTP metrics (protobuf), host-metrics names, buffered, retried",
     build,
+    counters: true,
 };
 
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4318";

@@ -73,6 +73,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[],
     summary: "serves every current point on /metrics for Prometheus (text format 0.0.4)",
     build,
+    counters: true,
 };
 
 #[derive(Deserialize)]

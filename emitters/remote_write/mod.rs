@@ -56,6 +56,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[],
     summary: "Prometheus remote write 1.0 (protobuf + snappy), buffered, retried, optional disk spool",
     build,
+    counters: true,
 };
 
 const DEFAULT_URL: &str = "http://127.0.0.1:9090/api/v1/write";

@@ -19,6 +19,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[],
     summary: "one compact JSON object per payload per line on stdout (NDJSON)",
     build,
+    counters: false,
 };
 
 /// Both stdout emitters take only the common keys.

@@ -14,6 +14,7 @@ pub static SPEC: EmitterSpec = EmitterSpec {
     aliases: &[],
     summary: "indented JSON documents on stdout (the original's format)",
     build,
+    counters: false,
 };
 
 fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {

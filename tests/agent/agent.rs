@@ -81,6 +81,7 @@ static RECORD: EmitterSpec = EmitterSpec {
             sinks().lock().unwrap().get(&c.id).cloned().ok_or_else(|| BuildError::Unavailable("no sink".into()))?;
         Ok(Box::new(Record(tx)))
     },
+    counters: true,
 };
 
 static MODULES: &[&ModuleSpec] = &[&TICKER, &HANG];

@@ -58,6 +58,10 @@ pub struct ModuleContext {
     pub http: HttpRoutes,
     /// badger's own counters (the `internal` module reads them).
     pub telemetry: Telemetry,
+    /// No configured emitter reads raw counters ([`Kind::Counter`]: only those whose
+    /// [`EmitterSpec::counters`] is set do), so a module may leave them out and save building
+    /// points nobody reads. `false` (counters wanted) by default.
+    pub gauges_only: bool,
 }
 
 /// What an emitter's `build` gets besides its config.
@@ -230,4 +234,7 @@ pub struct EmitterSpec {
     pub aliases: &'static [&'static str],
     pub summary: &'static str,
     pub build: BuildEmitter,
+    /// Whether the emitter reads raw counters ([`PayloadView::all_points`]). Modules build
+    /// counters only when at least one configured emitter does ([`ModuleContext::gauges_only`]).
+    pub counters: bool,
 }
