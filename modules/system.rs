@@ -15,9 +15,7 @@
 //!
 //! Config keys: only the common ones (`interval`, `blacklist`, `timeout`).
 
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use procfs_core::{CpuInfo, FromBufRead};
@@ -53,7 +51,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
     let cache_kb = info.get_field(0, "cache size").and_then(parse_cache_size);
     let freq = ctx.roots.sys_path("devices/system/cpu/cpu0/cpufreq/scaling_cur_freq");
     let speed = if info.get_field(0, "cpu MHz").is_some() {
-        Speed::CpuInfo { path: cpuinfo_path, buf: Vec::with_capacity(4096) }
+        Speed::CpuInfo(ProcFile::new(cpuinfo_path))
     } else if freq.exists() {
         Speed::Sysfs(ProcFile::new(freq))
     } else {
@@ -122,38 +120,11 @@ pub fn count_partitions_disks(text: &str, exclude: &Matcher) -> i64 {
 }
 
 enum Speed {
-    /// Read the first processor block of cpuinfo (a bounded read: the rest is not generated).
-    CpuInfo {
-        path: PathBuf,
-        buf: Vec<u8>,
-    },
+    /// The first processor block of cpuinfo (read up to its `cpu MHz` line).
+    CpuInfo(ProcFile),
     /// `scaling_cur_freq`, kHz.
     Sysfs(ProcFile),
     None,
-}
-
-/// Reads `path` until the first blank line, or the end of the `cpu MHz` line, or 64 KiB,
-/// into `buf`. It reads 512 bytes at a time because procfs generates cpuinfo one processor
-/// at a time for as many as fit the read: a 4 KiB read costs two or three processors' worth
-/// (about 25 µs), a 512-byte one only the first (about 11 µs).
-fn read_first_block<'a>(path: &Path, buf: &'a mut Vec<u8>) -> std::io::Result<&'a str> {
-    buf.clear();
-    let mut f = File::open(path)?;
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = f.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if first_block_is_read(buf) || buf.len() >= 64 * 1024 {
-            break;
-        }
-    }
-    Ok(std::str::from_utf8(buf).unwrap_or_else(|e| {
-        // A cut in the middle of a character can only be at the very end.
-        std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default()
-    }))
 }
 
 /// Whether `buf` holds the end of the first processor block or a whole `cpu MHz` line.
@@ -171,10 +142,11 @@ fn first_block_is_read(buf: &[u8]) -> bool {
 impl Speed {
     fn mhz(&mut self) -> Option<f64> {
         match self {
-            Speed::CpuInfo { path, buf } => match read_first_block(path, buf) {
+            // Only the first processor's block, and of it only up to the `cpu MHz` line.
+            Speed::CpuInfo(file) => match file.read_prefix(64 * 1024, first_block_is_read) {
                 Ok(text) => first_block_value(text, "cpu MHz")?.parse().ok(),
                 Err(e) => {
-                    log::debug!("reading {}: {e}", path.display());
+                    log::debug!("{e}");
                     None
                 }
             },

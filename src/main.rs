@@ -20,6 +20,9 @@ fn main() {
     if let Some(badger_cli::Command::Server(args)) = &cli.command {
         exit(badger_pulse::main(args));
     }
+    // The agent's threads allocate a few kilobytes a tick: two malloc arenas (the main
+    // thread's and one for the rest) instead of one per thread (badger_api::memory).
+    badger_api::memory::limit_arenas(2);
     let reg = Registries { modules: badger_modules::REGISTRY, emitters: badger_emitters::REGISTRY };
     let log_level = cli.log_level.map(log::LevelFilter::from);
     let Some(path) = cli.config else {

@@ -64,6 +64,7 @@
 //! | *buffering* | | the outbox keys every network emitter shares (`buffer_bytes`, `when_full`, `retry_initial`, `retry_max`, `max_batch_bytes`, `send_budget`, `spool_dir`, `spool_max_bytes`): see the buffering table below |
 
 mod encode;
+mod libm;
 #[cfg(test)]
 mod tests;
 

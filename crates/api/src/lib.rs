@@ -11,6 +11,7 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod matcher;
+pub mod memory;
 pub mod plugin;
 pub mod point;
 pub mod process;

@@ -509,11 +509,18 @@ impl Outbox {
 
     /// Everything was sent: the outage is over and the spool is emptied.
     fn drained(&mut self) {
-        self.outage = false;
+        let after_outage = std::mem::take(&mut self.outage);
         if let SpoolState::Open(s) = &mut self.spool {
             s.reset();
         }
         self.take_spool_losses();
+        if after_outage {
+            // The backlog is gone: give its memory back, so RSS returns to where it was
+            // before the outage (the queues keep no capacity, the allocator no free pages).
+            self.head.shrink_to_fit();
+            self.tail.shrink_to_fit();
+            badger_api::memory::release_free_memory();
+        }
     }
 
     /// Sends queued records until the queue is empty, a send fails, or `send_budget` is
