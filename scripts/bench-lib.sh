@@ -7,7 +7,7 @@
 #   bench_spawn VAR NAME OUT ERR CMD…  start CMD in the background, its PID in VAR, stopped at exit;
 #                             NAME (e.g. badger-bench.$$.badger): the transient cgroup to start it
 #                             in when cgroup_detect found a way; "" for none
-#   bench_stop PID            SIGTERM by PID, SIGKILL after 15 s, wait for it
+#   bench_stop PID [SIG]      SIGTERM (or SIG) by PID, SIGKILL after 15 s, wait for it
 #   mem_report PID LABEL      VmHWM/VmRSS/RssAnon/RssFile (status), Pss (smaps_rollup), threads;
 #                             Rss by mapping (the executable, libc, other files, anonymous)
 #   cgroup_report PID LABEL   the memory of the cgroup the process runs in (as systemd would see
@@ -28,10 +28,12 @@ CG_PARENT=""
 bench_cleanup() {
     local p d i
     trap - EXIT INT TERM
-    for p in "${BENCH_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${BENCH_PIDS[@]}"; do
-        for ((i = 0; i < 150; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
+        if is_ours "$p"; then kill -TERM "$p" 2>/dev/null || true; fi
+    done
+    for p in "${BENCH_PIDS[@]}"; do
+        for ((i = 0; i < 150; i++)); do is_ours "$p" || break; sleep 0.1; done
+        if is_ours "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
         wait "$p" 2>/dev/null || true
     done
     for d in "${BENCH_CGROUPS[@]}"; do
@@ -114,13 +116,26 @@ bench_spawn() {
     printf -v "$var" '%s' "$pid"
 }
 
-# usage: bench_stop PID (SIGTERM, SIGKILL after 15 s; waits for it)
+# usage: is_ours PID -> true while PID is a running child of this script (not a zombie,
+# not a reused PID)
+is_ours() {
+    local st
+    st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $1, $2}')
+    [ "${st#* }" = "$$" ] && [ "${st% *}" != Z ]
+}
+
+# usage: bench_stop PID [SIGNAL] (SIGNAL, default TERM; SIGKILL after 15 s; waits for it
+# and forgets it, so the exit trap never signals a PID that may have been reused)
 bench_stop() {
-    local p=$1 i
-    kill -TERM "$p" 2>/dev/null || return 0
-    for ((i = 0; i < 150; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
+    local p=$1 sig=${2:-TERM} i keep=()
+    if is_ours "$p"; then
+        kill -"$sig" "$p" 2>/dev/null || true
+        for ((i = 0; i < 150; i++)); do is_ours "$p" || break; sleep 0.1; done
+        if is_ours "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
+    fi
     wait "$p" 2>/dev/null || true
+    for i in "${BENCH_PIDS[@]}"; do [ "$i" = "$p" ] || keep+=("$i"); done
+    BENCH_PIDS=("${keep[@]}")
 }
 
 status_kb() { awk -v f="$2:" '$1 == f {print $2; exit}' "/proc/$1/status"; }
