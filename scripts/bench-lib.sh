@@ -160,6 +160,31 @@ mem_report() {
         "/proc/$pid/smaps"
 }
 
+# usage: smaps_snapshot PID FILE -> one line per mapping: "start size_kb perms rss_kb anon_kb name"
+smaps_snapshot() {
+    awk '
+        /^[0-9a-f]+-[0-9a-f]+ / {
+            if (k != "") print k, sz, pm, rss, an, nm
+            split($1, r, "-"); k = r[1]; pm = $2; nm = ""
+            for (i = 6; i <= NF; i++) nm = nm (i > 6 ? " " : "") $i
+            if (nm == "") nm = "anon"
+            rss = 0; an = 0; sz = 0; next }
+        $1 == "Size:" { sz = $2 }
+        $1 == "Rss:" { rss = $2 }
+        $1 == "Anonymous:" { an = $2 }
+        END { if (k != "") print k, sz, pm, rss, an, nm }' "/proc/$1/smaps" >"$2"
+}
+
+# usage: smaps_growth BEFORE AFTER [MIN_KB] -> the mappings whose Rss changed by MIN_KB (default
+# 16) or more between two snapshots, biggest first, e.g. "[heap] +212" or
+# "anon 8192kB rw-p +64" (a thread's stack is an anonymous rw-p mapping of its stack size)
+smaps_growth() {
+    awk -v min="${3:-16}" '
+        NR == FNR { b[$1] = $4; next }
+        { d = $4 - b[$1]; if (d >= min || d <= -min) printf "%d %s %dkB %s %+d\n", (d < 0 ? -d : d), $6, $2, $3, d }
+    ' "$1" "$2" | sort -rn | cut -d" " -f2- | awk '{ printf "%s%s", (NR > 1 ? "; " : ""), $0 } END { if (NR) print ""; else print "none" }'
+}
+
 # usage: oncpu PID -> nanoseconds on CPU of its live threads (schedstat: exact, unlike CLK_TCK)
 oncpu() {
     local t sum=0 ns

@@ -25,7 +25,9 @@
 #             anon_after_kb=… anon_delta_kb=… drain_s=… graphite_spool_peak_b=…
 #             influx_points=GOT/EXPECTED (cpu.user points in influxd for the outage's seconds)
 # delta_kb is rss_after_drain - rss_before of that outage. The last lines: the same memory
-# figures as scripts/bench-agent.sh, badger's delivery counters, and the max delta of
+# figures as scripts/bench-agent.sh, the mappings whose Rss changed since before outage 1
+# ([heap], anonymous mappings such as thread stacks and malloc arenas, files; /proc/PID/smaps),
+# badger's delivery counters, and the max delta of
 # rss_after_drain against the baseline (rss_before of outage 1) and against each outage's
 # own rss_before; PASS when both stay within TOLERANCE_KB (default 256).
 #
@@ -151,7 +153,7 @@ BASE=""; MAXD=""; MAXSTEP=""; TIMEOUTS=0
 for ((n = 1; n <= OUTAGES; n++)); do
     alive
     BEFORE=$(rss); ANON_BEFORE=$(anon)
-    [ -n "$BASE" ] || BASE=$BEFORE
+    [ -n "$BASE" ] || { BASE=$BEFORE; smaps_snapshot "$BP" "$WORK/smaps.before"; }
     PEAK=$BEFORE SPOOL_PEAK=0
     DOWN_AT=$(date +%s)
     servers_down
@@ -178,6 +180,8 @@ done
 
 echo "after $OUTAGES outages:"
 mem_report "$BP" badger
+smaps_snapshot "$BP" "$WORK/smaps.after"
+echo "badger    rss_growth_kb_by_mapping (since before outage 1): $(smaps_growth "$WORK/smaps.before" "$WORK/smaps.after")"
 LINE=$(last_payload)
 printf 'badger    counters:'
 for e in graphite influxdb; do
