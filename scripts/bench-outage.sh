@@ -22,14 +22,16 @@
 #
 # One line per outage (kB, VmRSS and RssAnon from /proc/PID/status, sampled every 0.2 s):
 #   outage N: rss_before_kb=… rss_during_peak_kb=… rss_after_drain_kb=… delta_kb=…
-#             anon_after_kb=… anon_delta_kb=… drain_s=… graphite_spool_peak_b=…
-#             influx_points=GOT/EXPECTED (cpu.user points in influxd for the outage's seconds)
-# delta_kb is rss_after_drain - rss_before of that outage. The last lines: the same memory
-# figures as scripts/bench-agent.sh, the mappings whose Rss changed since before outage 1
-# ([heap], anonymous mappings such as thread stacks and malloc arenas, files; /proc/PID/smaps),
-# badger's delivery counters, and the max delta of
+#             anon_after_kb=… anon_delta_kb=… drain_s=… drained=yes|timeout
+#             graphite_spool_peak_b=… influx_points=GOT/EXPECTED influx_drain=stats|query
+# delta_kb is rss_after_drain - rss_before of that outage; influx_points counts the cpu.user
+# points influxd holds for the outage's seconds (nothing lost: GOT = EXPECTED). The last
+# lines: the same memory figures as scripts/bench-agent.sh, the mappings whose Rss changed
+# since before outage 1 ([heap], anonymous mappings such as malloc arenas and thread
+# stacks, files; /proc/PID/smaps), badger's delivery counters, and the max delta of
 # rss_after_drain against the baseline (rss_before of outage 1) and against each outage's
-# own rss_before; PASS when both stay within TOLERANCE_KB (default 256).
+# own rss_before: PASS when both are within TOLERANCE_KB (default 256) and every outage
+# drained, else FAIL (the script still exits 0 when it ran through).
 #
 # Env: BADGER_BIN=/path/to/badger (else `cargo build --release`; copied to the temp dir
 # either way); WARMUP (default 30 s); SETTLE (default 3 s); DRAIN_TIMEOUT (default 150 s,
