@@ -29,7 +29,8 @@
 # page cache before it starts, so its cgroup is charged the pages it faults in, as after a
 # boot; that file figure depends on the disk's read_ahead_kb, which is printed. Then CPU
 # seconds (utime + stime, 10 ms resolution), the steady-state CPU after a warm-up
-# (schedstat: µs of CPU per second, and badger/collectd), and the binaries' sizes.
+# (schedstat: µs of CPU per second, and badger/collectd; badger's also by thread name),
+# and the binaries' sizes.
 #
 # Env: BADGER_BIN=/path/to/badger uses that binary instead of `cargo build --release`
 # (either way it is copied to the temp dir first, so a rebuild during the run is harmless);
@@ -160,15 +161,18 @@ run_for() {
 }
 
 run_for "$WARM"
-B0=$(oncpu "$BP"); [ "$MODE" = agent ] && C0=$(oncpu "$CP")
+B0=$(oncpu "$BP"); thread_cpu "$BP" "$WORK/threads.0"
+[ "$MODE" = agent ] && C0=$(oncpu "$CP")
 run_for "$((DURATION - WARM))"
-B1=$(oncpu "$BP"); [ "$MODE" = agent ] && C1=$(oncpu "$CP")
+B1=$(oncpu "$BP"); thread_cpu "$BP" "$WORK/threads.1"
+[ "$MODE" = agent ] && C1=$(oncpu "$CP")
 STEADY=$((DURATION - WARM))
 
 echo "badger config: $CFG_WHAT"
 echo "after ${DURATION}s:"
 [ -n "$CG_MODE" ] && echo "cgroups: $CG_MODE; started cold (own files dropped from the page cache first; read_ahead_kb $(readahead_kb "$BADGER")), so file= / cache= is what they faulted in plus readahead"
 report "$BP" badger
+thread_cpu_report "$WORK/threads.0" "$WORK/threads.1" "$STEADY" badger
 if [ "$MODE" = agent ]; then
     report "$CP" collectd
     awk -v b=$((B1 - B0)) -v c=$((C1 - C0)) -v s="$STEADY" 'BEGIN {

@@ -13,6 +13,7 @@
 #   cgroup_report PID LABEL   the memory of the cgroup the process runs in (as systemd would see
 #                             a unit's), or "cgroup: not available"
 #   oncpu PID                 ns on CPU of its live threads (schedstat)
+#   thread_cpu PID FILE / thread_cpu_report BEFORE AFTER SECONDS LABEL: the same by thread name
 #   start_influxd DIR PORT / start_carbon DIR LINE PICKLE QUERY / start_tansu DIR PORT
 #                             real servers on loopback (as tests/servers/support_*.rs start them)
 #
@@ -193,6 +194,26 @@ oncpu() {
         sum=$((sum + ns))
     done
     echo "$sum"
+}
+
+# usage: thread_cpu PID FILE -> one line per live thread: "tid ns_on_cpu comm"
+thread_cpu() {
+    local t ns comm
+    for t in /proc/"$1"/task/*; do
+        read -r ns _ <"$t/schedstat" 2>/dev/null || continue
+        comm=$(tr ' ' '_' <"$t/comm" 2>/dev/null) || continue
+        echo "${t##*/} $ns $comm"
+    done >"$2"
+}
+
+# usage: thread_cpu_report BEFORE AFTER SECONDS LABEL -> one line: µs of CPU per second by
+# thread name (threads of one name added up; only threads alive at both ends), biggest first
+thread_cpu_report() {
+    awk -v s="$3" -v l="$4" '
+        NR == FNR { b[$1] = $2; next }
+        ($1 in b) { c[$3] += $2 - b[$1] }
+        END { for (n in c) printf "%d %s\n", c[n] / s / 1000, n }' "$1" "$2" | sort -rn |
+        awk -v l="$4" '{ o = o sprintf(" %s=%d", $2, $1) } END { printf "%-9s cpu_us_per_s_by_thread:%s\n", l, o }'
 }
 
 # Finds a way to put a process in a transient cgroup of its own: systemd-run --scope, else a
