@@ -1,27 +1,129 @@
 #!/usr/bin/env bash
-# Whole-process footprint: runs `badger -f config.json` (stdout to /dev/null) and collectd
-# (Debian collectd-core: Interval 1; cpu, load, disk, interface, memory; csv writer) side by
-# side for DURATION seconds (default 60) and prints CPU seconds and peak RSS of each.
+# Whole-process footprint of badger, for issue 13 ("Lighter than collectd").
 #
-#   scripts/bench-agent.sh [DURATION] [CONFIG]
+#   scripts/bench-agent.sh [SECONDS] [CONFIG]
+#   scripts/bench-agent.sh --production [SECONDS]
+#
+# Default mode: badger and collectd (Debian collectd-core, installed here when missing:
+# Interval 1; cpu, load, disk, interface, memory; csv writer) side by side for SECONDS
+# (default 60). badger runs a config generated in a temp dir: the six modules cpu, load,
+# disk, network, memory, system and the stdout emitter (to /dev/null), with no conf.d, so
+# every module runs at its default interval, every 1 s tick. CONFIG: run `badger -f CONFIG`
+# instead.
+#
+# --production: badger alone (no collectd), the six modules plus internal (every tick) and
+# the emitters influxdb, graphite, kafka and prometheus, each with a real server on a free
+# loopback port: InfluxDB 1.x (Debian influxdb: influxd), carbon-cache (Debian
+# graphite-carbon), the tansu Kafka-protocol broker (BADGER_TANSU, else
+# target/tools/tansu-pkg as scripts/test.sh installs it), and the prometheus emitter on
+# core.http_listen, scraped with curl once a second. Only the non-default settings are in
+# the generated conf.d (server addresses). The last scrape's badger_emitter_* counters show
+# that every emitter delivered.
+#
+# Printed for each process (kB): VmHWM, VmRSS, RssAnon, RssFile (/proc/PID/status), Pss
+# (smaps_rollup), threads; Rss by mapping (the executable's own mappings, libc, other
+# files, anonymous; /proc/PID/smaps); the memory of its transient cgroup, as systemd would
+# show a unit's (systemd-run --scope, else a child memory cgroup: cgroup v2 at
+# /sys/fs/cgroup/badger-bench.PID.NAME, or under this script's own cgroup v1 memory
+# cgroup; "cgroup: not available" when neither works). Each binary is dropped from the
+# page cache before it starts, so its cgroup is charged the pages it faults in, as after a
+# boot; that file figure depends on the disk's read_ahead_kb, which is printed. Then CPU
+# seconds (utime + stime, 10 ms resolution), the steady-state CPU after a warm-up
+# (schedstat: µs of CPU per second, and badger/collectd; badger's also by thread name),
+# and the binaries' sizes.
+#
+# Env: BADGER_BIN=/path/to/badger uses that binary instead of `cargo build --release`
+# (either way it is copied to the temp dir first, so a rebuild during the run is harmless);
+# WARMUP=seconds before the steady-state CPU window (default 5, 10 with --production);
+# BADGER_TANSU=/path/to/tansu; KEEP_WORK=1 keeps the temp dir with the logs.
 #
 # Targets (issue 2): badger ≤ 0.5 × collectd's CPU seconds, ≤ 4 MB peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+
+MODE=agent
+if [ "${1:-}" = --production ]; then
+    MODE=production
+    shift
+fi
 DURATION=${1:-60}
-CONFIG=${2:-config.json}
+CONFIG=${2:-}
+[ -n "$CONFIG" ] && CONFIG=$(realpath "$CONFIG")
+if [ "$MODE" = production ]; then WARM=${WARMUP:-10}; else WARM=${WARMUP:-5}; fi
+[ "$DURATION" -gt "$WARM" ] || { echo "SECONDS ($DURATION) must be more than the warm-up ($WARM)" >&2; exit 2; }
 SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
 
-if ! command -v collectd >/dev/null; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends collectd-core
+need=()
+if [ "$MODE" = agent ]; then
+    command -v collectd >/dev/null || need+=(collectd-core)
+else
+    command -v influxd >/dev/null || need+=(influxdb)
+    [ -x /usr/bin/carbon-cache ] || need+=(graphite-carbon)
 fi
-cargo build --release --locked -q
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
 
-WORK=$(mktemp -d /tmp/badger-bench.XXXXXX)
-trap 'kill $BP $CP 2>/dev/null || true; rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/csv"
-cat > "$WORK/collectd.conf" <<CONF
+bench_init badger-bench
+cgroup_detect
+TCK=$(getconf CLK_TCK)
+
+# usage: procstat PID LABEL -> "LABEL cpu_s=… utime_s=… stime_s=…" (whole run, dead threads included)
+procstat() {
+    local ut st
+    read -r ut st <<<"$(sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}')"
+    awk -v l="$2" -v u="$ut" -v s="$st" -v t="$TCK" \
+        'BEGIN { printf "%-9s cpu_s=%.2f utime_s=%.2f stime_s=%.2f (CLK_TCK %d)\n", l, (u + s) / t, u / t, s / t, t }'
+}
+
+report() { # PID LABEL
+    mem_report "$1" "$2"
+    cgroup_report "$1" "$2"
+    procstat "$1" "$2"
+}
+
+mkdir -p "$WORK/agent"
+if [ -n "$CONFIG" ]; then
+    CFG=$CONFIG
+    CFG_WHAT="$CONFIG"
+elif [ "$MODE" = agent ]; then
+    CFG="$WORK/agent/config.json"
+    CFG_WHAT="generated: cpu, load, disk, network, memory, system every 1 s; stdout emitter to /dev/null; no conf.d"
+    cat >"$CFG" <<'JSON'
+{ "core": {"datacenter": "", "region": "", "zone": "", "cluster": ""},
+  "modules": ["cpu", "load", "disk", "network", "memory", "system"],
+  "emitters": ["stdout"] }
+JSON
+fi
+
+if [ "$MODE" = production ]; then
+    [ -z "$CONFIG" ] || { echo "--production generates its own config" >&2; exit 2; }
+    INFLUX_PORT=$(free_port); LINE_PORT=$(free_port); PICKLE_PORT=$(free_port); QUERY_PORT=$(free_port)
+    KAFKA_PORT=$(free_port); PROM_PORT=$(free_port)
+    start_influxd "$WORK/influxd" "$INFLUX_PORT"
+    start_carbon "$WORK/carbon" "$LINE_PORT" "$PICKLE_PORT" "$QUERY_PORT"
+    start_tansu "$WORK/tansu" "$KAFKA_PORT"
+    CFG="$WORK/agent/config.json"
+    CFG_WHAT="generated: cpu, load, disk, network, memory, system, internal every 1 s; emitters influxdb (:$INFLUX_PORT), graphite (:$LINE_PORT), kafka (:$KAFKA_PORT), prometheus (http_listen :$PROM_PORT)"
+    mkdir -p "$WORK/agent/conf.d"
+    cat >"$CFG" <<JSON
+{ "core": {"datacenter": "", "region": "", "zone": "", "cluster": "", "http_listen": "127.0.0.1:$PROM_PORT"},
+  "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
+  "emitters": ["influxdb", "graphite", "kafka", "prometheus"] }
+JSON
+    echo "{ \"url\": \"http://127.0.0.1:$INFLUX_PORT\" }" >"$WORK/agent/conf.d/influxdb.conf"
+    echo "{ \"port\": $LINE_PORT }" >"$WORK/agent/conf.d/graphite.conf"
+    echo "{ \"brokers\": \"127.0.0.1:$KAFKA_PORT\" }" >"$WORK/agent/conf.d/kafka.conf"
+fi
+
+bench_spawn BP "badger-bench.$$.badger" /dev/null "$WORK/badger.log" "$BADGER" -f "$CFG"
+if [ "$MODE" = agent ]; then
+    mkdir -p "$WORK/csv"
+    cat >"$WORK/collectd.conf" <<CONF
 Hostname "benchhost"
 FQDNLookup false
 BaseDir "$WORK"
@@ -42,38 +144,56 @@ LoadPlugin csv
   StoreRates true
 </Plugin>
 CONF
+    drop_cache /usr/sbin/collectd /usr/lib/collectd/{cpu,load,disk,interface,memory,csv}.so
+    bench_spawn CP "badger-bench.$$.collectd" "$WORK/collectd.log" "$WORK/collectd.err" collectd -f -C "$WORK/collectd.conf"
+fi
 
-# usage: procstat PID LABEL -> "LABEL cpu_s=… utime_s=… stime_s=… peak_rss_kb=… rss_kb=…"
-procstat() {
-    local pid=$1 label=$2 tck ut st
-    tck=$(getconf CLK_TCK)
-    read -r ut st <<<"$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12, $13}')"
-    awk -v l="$label" -v u="$ut" -v s="$st" -v t="$tck" \
-        -v h="$(awk '/^VmHWM/{print $2}' "/proc/$pid/status")" -v r="$(awk '/^VmRSS/{print $2}' "/proc/$pid/status")" \
-        'BEGIN{printf "%-9s cpu_s=%.2f utime_s=%.2f stime_s=%.2f peak_rss_kb=%d rss_kb=%d\n", l, (u+s)/t, u/t, s/t, h, r}'
+# Runs for SECS seconds; with --production scrapes the prometheus emitter once a second.
+run_for() {
+    local until=$((SECONDS + $1))
+    while [ "$SECONDS" -lt "$until" ]; do
+        kill -0 "$BP" 2>/dev/null || { echo "badger exited; its log:" >&2; tail -20 "$WORK/badger.log" >&2; exit 1; }
+        if [ "$MODE" = production ]; then
+            curl -s -m 2 -o "$WORK/scrape.tmp" "http://127.0.0.1:$PROM_PORT/metrics" && mv "$WORK/scrape.tmp" "$WORK/scrape.txt"
+        fi
+        sleep 1
+    done
 }
 
-# usage: oncpu PID -> nanoseconds on CPU of its live threads (schedstat: exact, unlike CLK_TCK)
-oncpu() {
-    local t sum=0
-    for t in /proc/"$1"/task/*; do sum=$((sum + $(cut -d' ' -f1 "$t/schedstat"))); done
-    echo "$sum"
-}
-
-./target/release/badger -f "$CONFIG" >/dev/null 2>"$WORK/badger.log" &
-BP=$!
-collectd -f -C "$WORK/collectd.conf" >"$WORK/collectd.log" 2>&1 &
-CP=$!
-WARM=5
-sleep "$WARM"
-B0=$(oncpu $BP); C0=$(oncpu $CP)
-sleep "$((DURATION - WARM))"
-B1=$(oncpu $BP); C1=$(oncpu $CP)
-echo "after ${DURATION}s (CLK_TCK=$(getconf CLK_TCK), so these CPU times resolve to 10 ms):"
-procstat $BP badger
-procstat $CP collectd
+run_for "$WARM"
+B0=$(oncpu "$BP"); thread_cpu "$BP" "$WORK/threads.0"
+[ "$MODE" = agent ] && C0=$(oncpu "$CP")
+run_for "$((DURATION - WARM))"
+B1=$(oncpu "$BP"); thread_cpu "$BP" "$WORK/threads.1"
+[ "$MODE" = agent ] && C1=$(oncpu "$CP")
 STEADY=$((DURATION - WARM))
-awk -v b=$((B1 - B0)) -v c=$((C1 - C0)) -v s=$STEADY 'BEGIN {
-    printf "steady state over %ds (schedstat, ns precision): badger %.0f us/s, collectd %.0f us/s, ratio %.2f\n",
-        s, b / s / 1000, c / s / 1000, (c > 0 ? b / c : 0) }'
-echo "badger binary: $(stat -c %s target/release/badger) bytes"
+
+echo "badger config: $CFG_WHAT"
+echo "after ${DURATION}s:"
+[ -n "$CG_MODE" ] && echo "cgroups: $CG_MODE; started cold (own files dropped from the page cache first; read_ahead_kb $(readahead_kb "$BADGER")), so file= / cache= is what they faulted in plus readahead"
+report "$BP" badger
+thread_cpu_report "$WORK/threads.0" "$WORK/threads.1" "$STEADY" badger
+if [ "$MODE" = agent ]; then
+    report "$CP" collectd
+    awk -v b=$((B1 - B0)) -v c=$((C1 - C0)) -v s="$STEADY" 'BEGIN {
+        printf "cpu steady state over %ds (schedstat): badger %.0f us/s, collectd %.0f us/s, ratio %.2f\n",
+            s, b / s / 1000, c / s / 1000, (c > 0 ? b / c : 0) }'
+else
+    echo "collectd: not run in --production mode"
+    awk -v b=$((B1 - B0)) -v s="$STEADY" 'BEGIN {
+        printf "cpu steady state over %ds (schedstat): badger %.0f us/s\n", s, b / s / 1000 }'
+    # Delivery check: the outbox counters of the last scrape, and what the servers hold.
+    awk '/^badger_emitter_(batches|sent_points|retries|dropped_points|errors|dropped)[{ ]/ {
+            n = $1; sub(/^badger_emitter_/, "", n); sub(/[{].*/, "", n)
+            e = $1; sub(/.*emitter="/, "", e); sub(/".*/, "", e)
+            if (!(e in s)) order[++k] = e
+            s[e] = s[e] " " n "=" $NF }
+        END { printf "delivered (last scrape):"; for (i = 1; i <= k; i++) printf " %s:%s;", order[i], s[order[i]]; print "" }' \
+        "$WORK/scrape.txt"
+    INFLUX_N=$(curl -s -m 5 "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode db=badger \
+        --data-urlencode 'q=SELECT count("user") FROM "cpu"' | grep -o '\[\[[^]]*\]\]' || true)
+    echo "servers: influxdb cpu.user points ${INFLUX_N:-none}; carbon whisper files $(find "$WORK/carbon/whisper" -name '*.wsp' | wc -l); prometheus scrape $(grep -vc '^#' "$WORK/scrape.txt") samples"
+fi
+echo "binary: badger $(stat -c %s "$BADGER") bytes ($BADGER_SRC)"
+[ "$MODE" = agent ] && echo "binary: collectd $(stat -c %s "$(readlink "/proc/$CP/exe")") bytes ($(readlink "/proc/$CP/exe"), $(collectd -h 2>/dev/null | awk '/^collectd [0-9]/ {print $2; exit}'); plus its plugins)"
+exit 0
