@@ -37,7 +37,8 @@
 # WARMUP=seconds before the steady-state CPU window (default 5, 10 with --production);
 # BADGER_TANSU=/path/to/tansu; KEEP_WORK=1 keeps the temp dir with the logs.
 #
-# Targets (issue 2): badger ≤ 0.5 × collectd's CPU seconds, ≤ 4 MB peak RSS.
+# Targets (issue 13): badger's VmHWM ≤ collectd's and ≤ 4 MB, CPU ≤ 0.4 × collectd's,
+# release binary ≤ 8 MB. docs/BENCHMARKS.md records the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh

@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::clock::{Clock, SystemClock};
 use crate::httpd::HttpServer;
 use crate::plan::{Plan, Planned, Running};
-use crate::workers::{spawn_emitter, spawn_module, EmitterWorker, ModuleWorker, ResultBox};
+use crate::workers::{spawn_emitter, spawn_module, EmitterWorker, ModuleWorker, Pushed, ResultBox};
 pub use crate::workers::{EmitterStats, ModuleStats, TickStats};
 use badger_api::http::Route;
 use badger_api::point::{HostMeta, Payload, Point};
@@ -305,11 +305,10 @@ impl Agent {
         self.tick_stats.payloads.fetch_add(1, Ordering::Relaxed);
         self.tick_stats.points.fetch_add(payload.points.len() as u64, Ordering::Relaxed);
         for e in &mut self.emitters {
-            match e.tx.try_send(payload.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(p)) => {
-                    // Drop the oldest, keep the newest.
-                    let _ = e.rx.try_recv();
+            match e.tx.0.push(payload.clone()) {
+                Pushed::Queued => {}
+                Pushed::DroppedOldest => {
+                    // The oldest was dropped, the newest kept.
                     e.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     if let Some(more) = e.drop_log.allow_at(self.clock.now()) {
                         log::warn!(
@@ -319,9 +318,8 @@ impl Agent {
                             e.stats.dropped.load(Ordering::Relaxed)
                         );
                     }
-                    let _ = e.tx.try_send(p);
                 }
-                Err(TrySendError::Disconnected(_)) => {
+                Pushed::Gone => {
                     if !e.dead_logged {
                         e.dead_logged = true;
                         log::error!("emitter \"{}\" has stopped; its payloads are dropped", e.name);
@@ -355,7 +353,6 @@ impl Agent {
         waits.extend(retired);
         let mut all = true;
         for (name, done) in waits {
-            // The worker's rx clone in EmitterWorker is dropped too, so the queue closes.
             match done.recv_deadline(deadline) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
                 Err(RecvTimeoutError::Timeout) => {

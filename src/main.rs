@@ -3,7 +3,6 @@
 use std::process::exit;
 
 use clap::Parser;
-use crossbeam_channel::unbounded;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -20,9 +19,8 @@ fn main() {
     if let Some(badger_cli::Command::Server(args)) = &cli.command {
         exit(badger_pulse::main(args));
     }
-    // The agent's threads allocate a few kilobytes a tick: two malloc arenas (the main
-    // thread's and one for the rest) instead of one per thread (badger_api::memory).
-    badger_api::memory::limit_arenas(2);
+    // Two malloc arenas and a fixed mmap threshold (badger_api::memory says why).
+    badger_api::memory::tune_for_agent();
     let reg = Registries { modules: badger_modules::REGISTRY, emitters: badger_emitters::REGISTRY };
     let log_level = cli.log_level.map(log::LevelFilter::from);
     let Some(path) = cli.config else {
@@ -39,7 +37,7 @@ fn main() {
     } else if cli.once {
         scheduler::probe(&path, &reg, log_level, Probe::Once)
     } else {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = std::sync::mpsc::channel();
         let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
             Ok(s) => s,
             Err(e) => {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
 use crate::agent::{Agent, LogThrottle};
 use crate::clock::{Clock, SystemClock};
@@ -174,10 +174,14 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
     let clock = SystemClock;
     let mut ticker = Ticker::new(&clock);
     loop {
-        let woke = step(&mut agent, &mut ticker, &clock, |due| match control.recv_deadline(due) {
-            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => Wake::Stop,
-            Ok(Control::Reload) => Wake::Reload,
-            Err(RecvTimeoutError::Timeout) => Wake::Tick,
+        // A std channel: its blocking wait parks at once (crossbeam's spins and yields first,
+        // which on a busy tick switches to the threads the tick just woke).
+        let woke = step(&mut agent, &mut ticker, &clock, |due| {
+            match control.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => Wake::Stop,
+                Ok(Control::Reload) => Wake::Reload,
+                Err(RecvTimeoutError::Timeout) => Wake::Tick,
+            }
         });
         match woke {
             Wake::Stop => break,

@@ -2,17 +2,22 @@
 //!
 //! * A module's thread waits on its [`JobSlot`] for a tick, collects, and leaves the result
 //!   in the agent's [`ResultBox`].
-//! * An emitter's thread ([`emitter_loop`]) reads payloads from its bounded queue and hands
-//!   them to the emitter, batched by its interval; when the queue closes it writes what it
-//!   holds and flushes.
+//! * An emitter's thread ([`emitter_loop`]) reads payloads from its bounded queue (a
+//!   [`Mailbox`]) and hands them to the emitter, batched by its interval; when the queue
+//!   closes it writes what it holds and flushes.
+//!
+//! Both hand-offs are a Mutex and a Condvar, not a channel: a thread that wakes once a second
+//! would spend more CPU in a channel's spin-then-yield wait (and, on a busy tick, in the
+//! context switches its yields cause) than in its work.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use crate::config::PluginEntry;
 use badger_api::matcher::Matcher;
@@ -208,12 +213,106 @@ impl ModuleWorker {
     }
 }
 
+/// An emitter's bounded queue of payloads. The agent pushes (dropping the oldest when it is
+/// full); the emitter's thread waits for the next one.
+pub(crate) struct Mailbox {
+    state: Mutex<Mail>,
+    cv: Condvar,
+}
+
+struct Mail {
+    queue: VecDeque<Arc<Payload>>,
+    capacity: usize,
+    /// No more payloads will come: the emitter writes what it holds and stops.
+    closed: bool,
+    /// The emitter's thread has ended: nothing reads the queue.
+    gone: bool,
+}
+
+/// What [`Mailbox::push`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// The queue was full: its oldest payload was dropped to make room.
+    DroppedOldest,
+    /// The emitter's thread has ended; the payload was dropped.
+    Gone,
+}
+
+impl Mailbox {
+    fn new(capacity: usize) -> Arc<Mailbox> {
+        let mail = Mail { queue: VecDeque::new(), capacity: capacity.max(1), closed: false, gone: false };
+        Arc::new(Mailbox { state: Mutex::new(mail), cv: Condvar::new() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mail> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn push(&self, payload: Arc<Payload>) -> Pushed {
+        let mut m = self.lock();
+        if m.gone {
+            return Pushed::Gone;
+        }
+        let dropped = m.queue.len() >= m.capacity && m.queue.pop_front().is_some();
+        m.queue.push_back(payload);
+        self.cv.notify_one();
+        if dropped {
+            Pushed::DroppedOldest
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.cv.notify_one();
+    }
+
+    /// The next payload, waiting until `deadline`; `Disconnected` once closed and empty.
+    fn pop_until(&self, deadline: Instant) -> Result<Arc<Payload>, RecvTimeoutError> {
+        let mut m = self.lock();
+        loop {
+            if let Some(p) = m.queue.pop_front() {
+                return Ok(p);
+            }
+            if m.closed {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            m = self.cv.wait_timeout(m, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// The agent's end of a [`Mailbox`]: dropping it closes the queue, so the emitter writes what
+/// it holds and stops.
+pub(crate) struct QueueSender(pub(crate) Arc<Mailbox>);
+
+impl Drop for QueueSender {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Marks the mailbox gone when the emitter's thread ends, however it ends.
+struct Reader(Arc<Mailbox>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut m = self.0.lock();
+        m.gone = true;
+        m.queue.clear();
+    }
+}
+
 pub(crate) struct EmitterWorker {
     pub(crate) name: String,
     pub(crate) fingerprint: String,
-    pub(crate) tx: Sender<Arc<Payload>>,
-    /// A receiver of the same queue, to drop the oldest payload when it is full.
-    pub(crate) rx: Receiver<Arc<Payload>>,
+    pub(crate) tx: QueueSender,
     pub(crate) done: Receiver<()>,
     pub(crate) stats: Arc<EmitterStats>,
     pub(crate) dead_logged: bool,
@@ -287,18 +386,19 @@ pub(crate) fn spawn_emitter(
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: &Telemetry,
 ) -> EmitterWorker {
-    let (tx, rx) = bounded::<Arc<Payload>>(queue_size);
+    let mailbox = Mailbox::new(queue_size);
     let (done_tx, done) = bounded::<()>(1);
     let stats = Arc::new(EmitterStats::default());
     let source: Arc<dyn telemetry::Source> = stats.clone();
     telemetry.publish(Group::Emitter, &entry.name, &source);
-    let worker_rx = rx.clone();
+    let reader = Reader(mailbox.clone());
     let blacklist = entry.blacklist.clone();
     let interval = entry.interval;
     let name = entry.name.clone();
     let s = stats.clone();
     let spawned = thread::Builder::new().name(format!("emit-{name}")).stack_size(EMITTER_STACK).spawn(move || {
-        emitter_loop(&name, emitter, &blacklist, interval, &worker_rx, &s, &deadline);
+        emitter_loop(&name, emitter, &blacklist, interval, &reader.0, &s, &deadline);
+        drop(reader);
         let _ = done_tx.send(());
     });
     if let Err(e) = spawned {
@@ -307,8 +407,7 @@ pub(crate) fn spawn_emitter(
     EmitterWorker {
         name: entry.name.clone(),
         fingerprint,
-        tx,
-        rx,
+        tx: QueueSender(mailbox),
         done,
         stats,
         dead_logged: false,
@@ -321,7 +420,7 @@ pub(crate) fn emitter_loop(
     mut emitter: Box<dyn Emitter>,
     blacklist: &Matcher,
     interval: u64,
-    rx: &Receiver<Arc<Payload>>,
+    rx: &Mailbox,
     stats: &EmitterStats,
     shutdown_deadline: &Mutex<Option<Instant>>,
 ) {
@@ -356,7 +455,7 @@ pub(crate) fn emitter_loop(
             Some(t) if interval > 1 => (t + Duration::from_secs(interval + 1)).min(Instant::now() + IDLE_EVERY),
             _ => Instant::now() + IDLE_EVERY,
         };
-        match rx.recv_deadline(wake) {
+        match rx.pop_until(wake) {
             Ok(p) => {
                 let ts = p.timestamp;
                 batch.push(p);

@@ -290,8 +290,12 @@ fn base_url(c: &Config, conf: &PluginConf) -> Result<String, ConfigError> {
     }
 }
 
-fn build(_ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
-    Ok(Box::new(InfluxDb::from_conf(conf)?))
+fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, BuildError> {
+    let e = InfluxDb::from_conf(conf)?;
+    // Its buffer's counters, for the `internal` module and the agent's own metrics.
+    let stats: Arc<dyn badger_api::telemetry::Source> = e.stats();
+    ctx.telemetry.publish(badger_api::telemetry::Group::Outbox, &conf.name, &stats);
+    Ok(Box::new(e))
 }
 
 static WARNED_08: AtomicBool = AtomicBool::new(false);
@@ -419,6 +423,18 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn publishes_its_buffer_counters() {
+        let ctx = EmitterContext::default();
+        let conf = PluginConf::from_text("influxdb", Path::new("conf.d/influxdb.conf"), "{}");
+        let _e = build(&ctx, &conf).expect("builds");
+        let read = ctx.telemetry.read();
+        assert!(
+            read.iter().any(|r| r.name == "influxdb" && r.field == "queued_records"),
+            "the outbox's counters are published: {read:?}"
+        );
+    }
 
     fn settings(text: &str) -> Result<Settings, ConfigError> {
         Settings::from_conf(&PluginConf::from_text("influxdb", Path::new("conf.d/influxdb.conf"), text))

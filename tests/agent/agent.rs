@@ -106,7 +106,7 @@ fn cadence_isolation_batching_blacklists_and_flush() {
         ],
     );
     let reg = Registries { modules: MODULES, emitters: EMITTERS };
-    let (ctl_tx, ctl_rx) = unbounded();
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
     let path = c.path();
     let agent = std::thread::spawn(move || run(&path, &reg, None, &ctl_rx));
 
