@@ -255,6 +255,11 @@ fn push_shares(out: &mut Vec<Point>, shares: &[f64; 10], columns: usize, core: O
 }
 
 impl Module for Cpu {
+    fn shares_thread(&self) -> bool {
+        // Reads only kernel text files.
+        true
+    }
+
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
         let text = self.file.read()?;
         parse(text, &mut self.cur);

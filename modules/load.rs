@@ -57,6 +57,11 @@ pub fn parse(text: &str) -> Option<LoadAvg> {
 }
 
 impl Module for Load {
+    fn shares_thread(&self) -> bool {
+        // Reads only kernel text files.
+        true
+    }
+
     fn collect(&mut self, _now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
         let text = self.file.read()?;
         let l =

@@ -248,6 +248,11 @@ struct Memory {
 }
 
 impl Module for Memory {
+    fn shares_thread(&self) -> bool {
+        // Reads only kernel text files.
+        true
+    }
+
     fn collect(&mut self, _now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
         let text = self.file.read()?;
         let start = out.len();

@@ -215,6 +215,11 @@ impl Network {
 }
 
 impl Module for Network {
+    fn shares_thread(&self) -> bool {
+        // Reads only kernel text files.
+        true
+    }
+
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
         let Network { file, selection, interfaces, class, counters } = self;
         let text = file.read()?;

@@ -194,6 +194,11 @@ impl System {
 }
 
 impl Module for System {
+    fn shares_thread(&self) -> bool {
+        // Reads only kernel text files.
+        true
+    }
+
     fn collect(&mut self, _now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
         if let Some(v) = self.cores {
             out.push(Point::simple("cpu", "cores", "", Value::Int(v)));

@@ -21,7 +21,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::clock::{Clock, SystemClock};
 use crate::httpd::HttpServer;
 use crate::plan::{Plan, Planned, Running};
-use crate::workers::{spawn_emitter, spawn_module, EmitterWorker, ModuleWorker, Pushed, ResultBox};
+use crate::workers::{
+    spawn_emitter, spawn_module, spawn_own, EmitterWorker, ModuleWorker, Pushed, ResultBox, Runner, SharedThread,
+};
 pub use crate::workers::{EmitterStats, ModuleStats, TickStats};
 use badger_api::http::Route;
 use badger_api::point::{HostMeta, Payload, Point};
@@ -32,6 +34,11 @@ pub use badger_api::throttle::LogThrottle;
 pub struct Agent {
     meta: Arc<HostMeta>,
     modules: Vec<ModuleWorker>,
+    /// The thread the modules that never block share; `None` once one of them overran on it
+    /// (from then on every module has a thread of its own).
+    shared: Option<SharedThread>,
+    /// A module overran on the shared thread: no other is started.
+    shared_retired: bool,
     emitters: Vec<EmitterWorker>,
     /// Emitters no longer configured, still writing what they held: (name, done).
     retired: Vec<(String, Receiver<()>)>,
@@ -61,6 +68,8 @@ impl Agent {
         let mut agent = Agent {
             meta: Arc::new(plan.meta.clone()),
             modules: Vec::new(),
+            shared: None,
+            shared_retired: false,
             emitters: Vec::new(),
             retired: Vec::new(),
             results: Arc::new(ResultBox::new()),
@@ -167,8 +176,19 @@ impl Agent {
                 }
                 Planned::Built(module) => {
                     self.next_id += 1;
-                    let w =
-                        spawn_module(self.next_id, &entry, fp, module, timeout, self.results.clone(), &self.telemetry);
+                    if module.shares_thread() && self.shared.is_none() && !self.shared_retired {
+                        self.shared = Some(SharedThread::spawn());
+                    }
+                    let w = spawn_module(
+                        self.next_id,
+                        &entry,
+                        fp,
+                        module,
+                        timeout,
+                        self.results.clone(),
+                        &self.telemetry,
+                        self.shared.as_ref(),
+                    );
                     self.modules.push(w);
                 }
                 Planned::Skipped(why) => log::error!("module \"{}\" skipped: {why}", entry.name),
@@ -217,7 +237,9 @@ impl Agent {
             r.arrived = 0;
             r.expected = usize::MAX;
         }
+        self.retire_a_late_shared_thread();
         let mut expected = 0usize;
+        let mut shared = Vec::new();
         for w in &mut self.modules {
             if !force && !w.due(timestamp) {
                 continue;
@@ -227,13 +249,21 @@ impl Agent {
                 continue;
             }
             w.busy.store(true, Ordering::Release);
-            if !w.jobs.offer(tick) {
-                w.busy.store(false, Ordering::Release);
-                continue;
+            match &w.runner {
+                Runner::Own(jobs) => {
+                    if !jobs.offer(tick) {
+                        w.busy.store(false, Ordering::Release);
+                        continue;
+                    }
+                }
+                Runner::Shared => shared.push(w.runnable.clone()),
             }
             w.pending = Some(tick);
             expected += 1;
             wait_until = wait_until.max(started + w.timeout);
+        }
+        if let (false, Some(thread)) = (shared.is_empty(), &self.shared) {
+            thread.offer(tick, shared);
         }
         let arrived = {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -298,6 +328,27 @@ impl Agent {
         }
         self.last_points = total;
         Some(Arc::new(Payload { meta: self.meta.clone(), timestamp, points }))
+    }
+
+    /// A module on the shared thread still busy at a new tick means the thread is late (that
+    /// module overran): the thread is let go after that module, and every module that was on
+    /// it gets a thread of its own, so one slow module never holds the others up again.
+    fn retire_a_late_shared_thread(&mut self) {
+        let late = self.modules.iter().find(|w| matches!(w.runner, Runner::Shared) && w.busy.load(Ordering::Acquire));
+        let Some(late) = late else { return };
+        log::warn!(
+            "module \"{}\" is still running on the shared module thread at the next tick: its modules get threads of their own",
+            late.name
+        );
+        if let Some(thread) = self.shared.take() {
+            thread.retire();
+        }
+        self.shared_retired = true;
+        for w in &mut self.modules {
+            if matches!(w.runner, Runner::Shared) {
+                w.runner = spawn_own(&w.name, w.runnable.clone());
+            }
+        }
     }
 
     /// Hands a payload to every emitter without blocking.

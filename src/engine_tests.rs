@@ -33,10 +33,12 @@ fn point(name: &str, n: i64) -> Point {
 }
 
 /// Gives one point named after it; blocks while `hang` is set, until `release` gets a message.
+/// With `shared`, it says it never blocks (`Module::shares_thread`).
 struct Gate {
     name: &'static str,
     hang: Arc<AtomicBool>,
     release: Receiver<()>,
+    shared: bool,
 }
 
 impl Module for Gate {
@@ -47,11 +49,29 @@ impl Module for Gate {
         out.push(point(self.name, 0));
         Ok(())
     }
+
+    fn shares_thread(&self) -> bool {
+        self.shared
+    }
 }
 
 fn fixed(name: &'static str) -> Box<dyn Module> {
     let (_tx, release) = unbounded();
-    Box::new(Gate { name, hang: Arc::default(), release })
+    Box::new(Gate { name, hang: Arc::default(), release, shared: false })
+}
+
+/// Gives one point named after the thread it runs on.
+struct Whoami(bool);
+
+impl Module for Whoami {
+    fn collect(&mut self, _: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
+        out.push(point(std::thread::current().name().unwrap_or("?"), 0));
+        Ok(())
+    }
+
+    fn shares_thread(&self) -> bool {
+        self.0
+    }
 }
 
 /// Counts its collections: its state survives a reload only if it is kept.
@@ -232,7 +252,7 @@ fn stamps(got: &Got) -> Vec<i64> {
 fn a_stuck_module_is_skipped_and_recovers() {
     let hang = Arc::new(AtomicBool::new(false));
     let (release_tx, release) = unbounded();
-    let stuck = Box::new(Gate { name: "stuck", hang: hang.clone(), release });
+    let stuck = Box::new(Gate { name: "stuck", hang: hang.clone(), release, shared: false });
     let (emitter, got) = sink();
     let mut e =
         Engine::start(hand_plan(vec![("good", 1, fixed("good")), ("stuck", 1, stuck)], vec![("sink", 0, emitter)], 10));
@@ -437,5 +457,62 @@ fn modules_build_counters_only_when_an_emitter_reads_them() {
     let e = Engine::start(first);
     let second = plan(with_emitters(&["prints", "exposes"]), &GAUGE_REGISTRIES, &e.agent.running()).expect("plans");
     assert!(!second.modules[0].kept(), "rebuilt with counters");
+    assert!(e.agent.shutdown(Instant::now() + PATIENCE));
+}
+
+#[test]
+fn modules_that_never_block_share_one_thread() {
+    let (emitter, got) = sink();
+    let mut e = Engine::start(hand_plan(
+        vec![("a", 1, Box::new(Whoami(true))), ("own", 1, Box::new(Whoami(false))), ("b", 1, Box::new(Whoami(true)))],
+        vec![("sink", 0, emitter)],
+        10,
+    ));
+    e.step();
+    assert_eq!(
+        recv(&got),
+        vec![(1001, vec!["mod-shared".to_string(), "mod-own".to_string(), "mod-shared".to_string()])]
+    );
+    assert!(e.agent.shutdown(Instant::now() + PATIENCE));
+}
+
+#[test]
+fn a_module_that_overruns_on_the_shared_thread_gives_each_a_thread_of_its_own() {
+    let hang = Arc::new(AtomicBool::new(false));
+    let (release_tx, release) = unbounded();
+    let stuck = Box::new(Gate { name: "stuck", hang: hang.clone(), release, shared: true });
+    let (_keep, good_release) = unbounded();
+    let good = Box::new(Gate { name: "good", hang: Arc::default(), release: good_release, shared: true });
+    let (emitter, got) = sink();
+    let mut e = Engine::start(hand_plan(
+        vec![("stuck", 1, stuck), ("good", 1, good), ("own", 1, fixed("own"))],
+        vec![("sink", 0, emitter)],
+        10,
+    ));
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    e.step();
+    assert_eq!(recv(&got), vec![(1001, names(&["stuck", "good", "own"]))]);
+
+    // It hangs on the shared thread, where "good" waits behind it: both miss the tick.
+    hang.store(true, Ordering::SeqCst);
+    e.step();
+    assert_eq!(recv(&got), vec![(1002, names(&["own"]))]);
+    assert_eq!(e.module("good").timeouts.load(Ordering::Relaxed), 1);
+
+    // Still running at the next tick: "good" gets a thread of its own and answers.
+    e.step();
+    assert_eq!(recv(&got), vec![(1003, names(&["good", "own"]))]);
+    assert_eq!(e.module("stuck").skipped.load(Ordering::Relaxed), 1);
+    assert_eq!(e.module("good").skipped.load(Ordering::Relaxed), 0);
+
+    // Once it answers, it runs on a thread of its own too.
+    hang.store(false, Ordering::SeqCst);
+    release_tx.send(()).expect("the module waits");
+    e.wait_modules_idle();
+    e.step();
+    assert_eq!(recv(&got), vec![(1004, names(&["stuck", "good", "own"]))]);
+    e.step();
+    assert_eq!(recv(&got), vec![(1005, names(&["stuck", "good", "own"]))]);
+    assert_eq!(e.skipped_ticks(), 0);
     assert!(e.agent.shutdown(Instant::now() + PATIENCE));
 }

@@ -1,4 +1,5 @@
-//! The workers: one thread per module, one thread per emitter.
+//! The workers: a thread per module (or one shared by the modules that never block), a
+//! thread per emitter.
 //!
 //! * A module's thread waits on its [`JobSlot`] for a tick, collects, and leaves the result
 //!   in the agent's [`ResultBox`].
@@ -12,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -191,7 +192,8 @@ pub(crate) struct ModuleWorker {
     pub(crate) fingerprint: String,
     pub(crate) interval: u64,
     pub(crate) timeout: Duration,
-    pub(crate) jobs: Arc<JobSlot>,
+    pub(crate) runner: Runner,
+    pub(crate) runnable: Arc<Runnable>,
     pub(crate) busy: Arc<AtomicBool>,
     pub(crate) stats: Arc<ModuleStats>,
     pub(crate) collected: bool,
@@ -200,10 +202,20 @@ pub(crate) struct ModuleWorker {
     pub(crate) pending: Option<u64>,
 }
 
+/// Which thread runs a module.
+pub(crate) enum Runner {
+    /// Its own, behind this job slot.
+    Own(Arc<JobSlot>),
+    /// The agent's [`SharedThread`].
+    Shared,
+}
+
 impl Drop for ModuleWorker {
     fn drop(&mut self) {
-        // Ends the thread after its current job (a hung one stays parked in its module).
-        self.jobs.close();
+        // Ends its own thread after its current job (a hung one stays parked in its module).
+        if let Runner::Own(jobs) = &self.runner {
+            jobs.close();
+        }
     }
 }
 
@@ -320,55 +332,166 @@ pub(crate) struct EmitterWorker {
 }
 
 /// Starts a module's thread.
+/// A module with what every run of it needs, whichever thread runs it.
+pub(crate) struct Runnable {
+    id: u64,
+    module: Mutex<Box<dyn Module>>,
+    blacklist: Matcher,
+    busy: Arc<AtomicBool>,
+    stats: Arc<ModuleStats>,
+    results: Arc<ResultBox>,
+    /// The largest collection so far, the next one's starting capacity.
+    capacity: AtomicUsize,
+}
+
+impl Runnable {
+    /// Collects once for `tick` and leaves the result in the agent's [`ResultBox`].
+    fn run(&self, tick: u64) {
+        let start = Instant::now();
+        let mut points = Vec::with_capacity(self.capacity.load(Ordering::Relaxed));
+        let error = {
+            let mut module = self.module.lock().unwrap_or_else(|e| e.into_inner());
+            match catch_unwind(AssertUnwindSafe(|| module.collect(start, &mut points))) {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.0),
+                Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
+            }
+        };
+        if !self.blacklist.is_empty() {
+            points.retain(|p| !self.blacklist.matches(&p.name));
+        }
+        self.capacity.fetch_max(points.len(), Ordering::Relaxed);
+        let took = start.elapsed();
+        self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_micros.store(took.as_micros() as u64, Ordering::Relaxed);
+        self.busy.store(false, Ordering::Release);
+        self.results.put(ModuleResult { worker: self.id, tick, points, error, took });
+    }
+}
+
+/// Starts a thread of its own for a module.
+pub(crate) fn spawn_own(name: &str, runnable: Arc<Runnable>) -> Runner {
+    let jobs = Arc::new(JobSlot::new());
+    let slot = jobs.clone();
+    let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
+        while let Some(tick) = slot.take() {
+            runnable.run(tick);
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("module \"{name}\": cannot start its thread: {e}");
+    }
+    Runner::Own(jobs)
+}
+
+/// The thread that the modules which never block (`Module::shares_thread`) share: it runs a
+/// tick's modules one after the other, in module order.
+pub(crate) struct SharedThread {
+    slot: Arc<SharedSlot>,
+}
+
+struct SharedSlot {
+    state: Mutex<SharedState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct SharedState {
+    tick: u64,
+    /// This tick's modules not started yet.
+    queue: VecDeque<Arc<Runnable>>,
+    closed: bool,
+}
+
+impl SharedThread {
+    pub(crate) fn spawn() -> SharedThread {
+        let slot = Arc::new(SharedSlot { state: Mutex::default(), cv: Condvar::new() });
+        let s = slot.clone();
+        let spawned = thread::Builder::new().name("mod-shared".into()).stack_size(WORKER_STACK).spawn(move || loop {
+            let (tick, next) = {
+                let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if st.closed {
+                        return;
+                    }
+                    if let Some(r) = st.queue.pop_front() {
+                        break (st.tick, r);
+                    }
+                    st = s.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            next.run(tick);
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start the shared module thread: {e}");
+        }
+        SharedThread { slot }
+    }
+
+    /// Hands it a tick's modules (marked busy by the caller).
+    pub(crate) fn offer(&self, tick: u64, modules: Vec<Arc<Runnable>>) {
+        let mut st = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.tick = tick;
+        st.queue.extend(modules);
+        self.slot.cv.notify_one();
+    }
+
+    /// Stops it after the module it is in; the modules it had not started are no longer busy.
+    pub(crate) fn retire(&self) {
+        let rest = {
+            let mut st = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.closed = true;
+            std::mem::take(&mut st.queue)
+        };
+        self.slot.cv.notify_one();
+        for r in rest {
+            r.busy.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for SharedThread {
+    fn drop(&mut self) {
+        self.retire();
+    }
+}
+
+/// A module's worker: on `shared` (when given and the module never blocks) or on a thread of
+/// its own.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn_module(
     id: u64,
     entry: &PluginEntry,
     fingerprint: String,
-    mut module: Box<dyn Module>,
+    module: Box<dyn Module>,
     timeout: Duration,
     results: Arc<ResultBox>,
     telemetry: &Telemetry,
+    shared: Option<&SharedThread>,
 ) -> ModuleWorker {
-    let jobs = Arc::new(JobSlot::new());
-    let job_slot = jobs.clone();
     let busy = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ModuleStats::default());
-    let blacklist = entry.blacklist.clone();
-    let name = entry.name.clone();
     let source: Arc<dyn telemetry::Source> = stats.clone();
-    telemetry.publish(Group::Module, &name, &source);
-    let (b, s) = (busy.clone(), stats.clone());
-    let spawned = thread::Builder::new().name(format!("mod-{name}")).stack_size(WORKER_STACK).spawn(move || {
-        let mut capacity = 16;
-        while let Some(tick) = job_slot.take() {
-            let start = Instant::now();
-            let mut points = Vec::with_capacity(capacity);
-            let error = match catch_unwind(AssertUnwindSafe(|| module.collect(start, &mut points))) {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.0),
-                Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
-            };
-            if !blacklist.is_empty() {
-                points.retain(|p| !blacklist.matches(&p.name));
-            }
-            capacity = capacity.max(points.len());
-            let took = start.elapsed();
-            s.runs.fetch_add(1, Ordering::Relaxed);
-            s.last_micros.store(took.as_micros() as u64, Ordering::Relaxed);
-            b.store(false, Ordering::Release);
-            results.put(ModuleResult { worker: id, tick, points, error, took });
-        }
+    telemetry.publish(Group::Module, &entry.name, &source);
+    let on_shared = shared.is_some() && module.shares_thread();
+    let runnable = Arc::new(Runnable {
+        id,
+        module: Mutex::new(module),
+        blacklist: entry.blacklist.clone(),
+        busy: busy.clone(),
+        stats: stats.clone(),
+        results,
+        capacity: AtomicUsize::new(16),
     });
-    if let Err(e) = spawned {
-        log::error!("module \"{}\": cannot start its thread: {e}", entry.name);
-    }
+    let runner = if on_shared { Runner::Shared } else { spawn_own(&entry.name, runnable.clone()) };
     ModuleWorker {
         id,
         name: entry.name.clone(),
         fingerprint,
         interval: entry.interval,
         timeout,
-        jobs,
+        runner,
+        runnable,
         busy,
         stats,
         collected: false,
