@@ -3,20 +3,24 @@
 #
 #   scripts/symbol-order.sh [SECONDS]
 #
-# The agent touches a few hundred kilobytes of a 9 MB text segment, but the kernel maps a
-# file page around every fault (64 KiB windows), so code spread over the whole segment costs
-# its whole spread in RSS. build.rs hands this file to the linker (lld's
+# The agent touches a few hundred kilobytes of a 6 MB text segment, but the kernel maps the
+# 64 KiB around every page fault of a file mapping, so code spread over the whole segment
+# costs its whole spread in RSS. build.rs hands this file to the linker (lld's
 # --symbol-ordering-file) for release builds, which places the listed functions first, in
-# this order: what the agent runs every tick, hottest first, then what it runs once at
-# start-up. Everything else (the Pulse server, TLS, Kafka, the HTTP stacks) follows, untouched
-# unless configured.
+# this order: what the stock agent (six modules, internal, stdout and stdout_pretty) runs
+# every tick, hottest first, then once at start-up; then, likewise, what a production agent
+# runs besides (the influxdb, graphite, kafka and prometheus emitters against real servers
+# on loopback, when influxd, carbon-cache and tansu are installed: scripts/test.sh installs
+# them). Everything else (the Pulse server, TLS, other emitters)
+# follows, untouched unless configured.
 #
-# How: an unstripped release build (in target/order, BADGER_KEEP_SYMBOLS=1) runs under valgrind's callgrind with the
-# stock six modules, `internal`, `stdout` and `stdout_pretty` for SECONDS (default 20); a
-# dump after start-up splits start-up from steady state. The file lists mangled symbol
-# names, one per line. A stale file is harmless: names that no longer exist are skipped (the
-# build passes --no-warn-symbol-ordering), so the layout only degrades until this is re-run.
-# Re-run it after changes to the tick path and commit the result.
+# How: an unstripped release build (in target/order, BADGER_KEEP_SYMBOLS=1: the same profile,
+# so the same symbol names) runs under valgrind's callgrind for SECONDS (default 20) per
+# config; a dump after start-up splits start-up from steady state. The file lists mangled
+# symbol names, one per line. A stale file is harmless: names that no longer exist are
+# skipped (the build passes --no-warn-symbol-ordering), so the layout only degrades until
+# this is re-run. Re-run it after a change to the profile, the features or the tick path,
+# and commit the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${1:-20}
@@ -27,26 +31,59 @@ command -v valgrind >/dev/null || { echo "symbol-order: needs valgrind (apt-get 
 BADGER_KEEP_SYMBOLS=1 CARGO_TARGET_DIR="$PWD/target/order" cargo build --release --locked -q
 BIN="$PWD/target/order/release/badger"
 
-WORK=$(mktemp -d /tmp/badger-order.XXXXXX)
-trap 'kill "$VP" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cat > "$WORK/config.json" <<'JSON'
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+BADGER_BIN=$BIN bench_init badger-order
+
+# usage: profile NAME CONFIG_DIR -> NAME.cg.1 (start-up) and NAME.cg (steady state) in $WORK
+profile() {
+    local name=$1 dir=$2 vp
+    (cd "$dir" && exec valgrind --tool=callgrind --demangle=no --dump-instr=no \
+        --callgrind-out-file="$WORK/$name.cg" "$BIN" -f config.json >/dev/null 2>"$WORK/$name.log") &
+    vp=$!
+    BENCH_PIDS+=("$vp")
+    # Start-up under callgrind takes a few seconds; the first dump closes it.
+    sleep 8
+    callgrind_control -d "$vp" >/dev/null
+    sleep "$SECONDS_RUN"
+    kill -TERM "$vp"
+    wait "$vp" || true
+    ls "$WORK/$name.cg.1" "$WORK/$name.cg" >/dev/null
+}
+
+mkdir -p "$WORK/stock"
+cat > "$WORK/stock/config.json" <<'JSON'
 { "core": { "datacenter": "", "region": "", "zone": "", "cluster": "" },
   "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
   "emitters": ["stdout", "stdout_pretty"] }
 JSON
-(cd "$WORK" && exec valgrind --tool=callgrind --demangle=no --dump-instr=no \
-    --callgrind-out-file="$WORK/cg.out" "$BIN" -f config.json >/dev/null 2>"$WORK/vg.log") &
-VP=$!
-# Start-up under callgrind takes a few seconds; the first dump closes it.
-sleep 6
-callgrind_control -d "$VP" >/dev/null
-sleep "$SECONDS_RUN"
-kill -TERM "$VP"
-wait "$VP" || true
+profile stock "$WORK/stock"
 
-# The dumps: cg.out.1 (start-up, from callgrind_control -d) and cg.out (the rest, at exit).
-ls "$WORK"/cg.out.1 "$WORK"/cg.out >/dev/null
-python3 - "$BIN" "$WORK/cg.out.1" "$WORK/cg.out" "$OUT" <<'PY'
+PROFILES=("$WORK/stock.cg")
+if command -v influxd >/dev/null && command -v carbon-cache >/dev/null && [ -x "$(tansu_bin 2>/dev/null)" ]; then
+    INFLUX_PORT=$(free_port); LINE_PORT=$(free_port); PICKLE_PORT=$(free_port); QUERY_PORT=$(free_port)
+    KAFKA_PORT=$(free_port); PROM_PORT=$(free_port)
+    start_influxd "$WORK/influxd" "$INFLUX_PORT"
+    start_carbon "$WORK/carbon" "$LINE_PORT" "$PICKLE_PORT" "$QUERY_PORT"
+    start_tansu "$WORK/tansu" "$KAFKA_PORT"
+    mkdir -p "$WORK/prod/conf.d"
+    cat > "$WORK/prod/config.json" <<JSON
+{ "core": {"datacenter": "", "region": "", "zone": "", "cluster": "", "http_listen": "127.0.0.1:$PROM_PORT"},
+  "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
+  "emitters": ["influxdb", "graphite", "kafka", "prometheus"] }
+JSON
+    echo "{ \"url\": \"http://127.0.0.1:$INFLUX_PORT\" }" > "$WORK/prod/conf.d/influxdb.conf"
+    echo "{ \"port\": $LINE_PORT }" > "$WORK/prod/conf.d/graphite.conf"
+    echo "{ \"brokers\": \"127.0.0.1:$KAFKA_PORT\" }" > "$WORK/prod/conf.d/kafka.conf"
+    ( for _ in $(seq 1 $((SECONDS_RUN + 10))); do curl -s -o /dev/null "http://127.0.0.1:$PROM_PORT/metrics"; sleep 1; done ) &
+    BENCH_PIDS+=("$!")
+    profile prod "$WORK/prod"
+    PROFILES+=("$WORK/prod.cg")
+else
+    echo "symbol-order: influxd, carbon-cache or tansu missing: the production emitters are left out" >&2
+fi
+
+python3 - "$BIN" "$OUT" "${PROFILES[@]}" <<'PY'
 import re, sys
 
 def self_costs(path, binary):
@@ -81,12 +118,24 @@ def self_costs(path, binary):
                 cost[fn] = cost.get(fn, 0) + int(parts[1])
     return cost
 
-binary, start, steady, out = sys.argv[1:5]
-hot = sorted(((c, f) for f, c in self_costs(steady, binary).items() if c > 0), reverse=True)
-once = sorted(((c, f) for f, c in self_costs(start, binary).items() if c > 0), reverse=True)
-seen = {f for _, f in hot}
-order = [f for _, f in hot] + [f for _, f in once if f not in seen]
+binary, out, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
+order, seen, counts = [], set(), []
+
+
+def add(costs):
+    """Appends the functions not listed yet, hottest first; returns how many."""
+    new = [f for c, f in sorted(((c, f) for f, c in costs.items() if c > 0), reverse=True) if f not in seen]
+    order.extend(new)
+    seen.update(new)
+    return len(new)
+
+
+# The stock agent's steady state and start-up first, so it touches one dense run of pages;
+# then what the production agent runs besides, likewise.
+for p in profiles:
+    counts.append(f"{add(self_costs(p, binary))} steady-state ({p.rsplit('/', 1)[-1]})")
+    counts.append(f"{add(self_costs(p + '.1', binary))} start-up ({p.rsplit('/', 1)[-1]})")
 with open(out, "w") as o:
     o.write("".join(f + "\n" for f in order))
-print(f"symbol-order: {len(hot)} steady-state and {len(order) - len(hot)} start-up functions -> {out}")
+print(f"symbol-order: {', '.join(counts)} functions -> {out}")
 PY
