@@ -111,3 +111,33 @@ fn golden_output_per_fixture_tree() {
         "golden output differs: {stale:?}\nreview, then BADGER_BLESS=1 cargo test -p badger-modules golden"
     );
 }
+
+/// The points of two collections (`t0`, `t1`), built with `gauges_only` or not.
+fn two_collections(tree: &str, module: &str, config: &str, gauges_only: bool) -> Option<Vec<Point>> {
+    let spec = crate::REGISTRY.iter().find(|s| s.name == module).expect("module in the registry");
+    let root = FixtureRoot::new(tree);
+    let ctx = badger_api::plugin::ModuleContext { gauges_only, ..root.ctx() };
+    let mut m = (spec.build)(&ctx, &fixture::conf(module, config)).ok()?;
+    let mut points = fixture::collect(m.as_mut(), 0.0);
+    root.advance();
+    points.extend(fixture::collect(m.as_mut(), 1.0));
+    Some(points)
+}
+
+#[test]
+fn gauges_only_changes_no_gauge_and_the_six_modules_build_no_counter() {
+    let gauges = |points: &[Point]| points.iter().filter(|p| p.kind == Kind::Gauge).cloned().collect::<Vec<_>>();
+    for tree in fixture::TREES {
+        for (module, config) in MODULES {
+            let Some(all) = two_collections(tree, module, config, false) else { continue };
+            let only = two_collections(tree, module, config, true).expect("builds as it did");
+            assert_eq!(gauges(&only), gauges(&all), "{module} on {tree}");
+            // The modules of the stock config skip their counters; the others may keep theirs.
+            if ["cpu", "load", "disk", "network", "memory", "system"].contains(module) {
+                assert_eq!(only.len(), gauges(&only).len(), "{module} on {tree} built counters");
+            }
+        }
+    }
+    let with = two_collections("vm-6.18", "cpu", "{}", false).expect("builds");
+    assert!(with.iter().any(|p| p.kind == Kind::Counter), "cpu builds its counters when asked");
+}

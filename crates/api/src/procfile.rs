@@ -8,7 +8,6 @@
 //! which kernel files are.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::plugin::CollectError;
@@ -41,20 +40,7 @@ impl ProcFile {
     /// first processor costs a 512-byte read about 11 µs, a 4 KiB one 25 µs). The text is
     /// valid until the next call; a character cut at the end is left out.
     pub fn read_prefix(&mut self, max: usize, enough: impl Fn(&[u8]) -> bool) -> Result<&str, CollectError> {
-        self.bytes.clear();
-        let kept = match &self.open {
-            Some(f) => read_prefix_at(f, &mut self.bytes, max, &enough).is_ok(),
-            None => false,
-        };
-        if !kept {
-            self.open = None;
-            self.bytes.clear();
-            let f = File::open(&self.path).map_err(|e| CollectError::io(&self.path, e))?;
-            read_prefix_at(&f, &mut self.bytes, max, &enough).map_err(|e| CollectError::io(&self.path, e))?;
-            if is_kernel_fs(&f) {
-                self.open = Some(f);
-            }
-        }
+        self.fill(|f, out| read_prefix_at(f, out, max, &enough))?;
         let valid = match std::str::from_utf8(&self.bytes) {
             Ok(_) => self.bytes.len(),
             Err(e) => e.valid_up_to(),
@@ -64,20 +50,7 @@ impl ProcFile {
 
     /// Reads the whole file; the text is valid until the next call.
     pub fn read(&mut self) -> Result<&str, CollectError> {
-        self.bytes.clear();
-        let kept = match &self.open {
-            Some(f) => read_all_at(f, &mut self.bytes).is_ok(),
-            None => false,
-        };
-        if !kept {
-            self.open = None;
-            self.bytes.clear();
-            let mut f = File::open(&self.path).map_err(|e| CollectError::io(&self.path, e))?;
-            f.read_to_end(&mut self.bytes).map_err(|e| CollectError::io(&self.path, e))?;
-            if is_kernel_fs(&f) {
-                self.open = Some(f);
-            }
-        }
+        self.fill(read_all_at)?;
         match std::str::from_utf8(&self.bytes) {
             Ok(s) => Ok(s),
             Err(_) => {
@@ -85,6 +58,25 @@ impl ProcFile {
                 Ok(&self.lossy)
             }
         }
+    }
+
+    /// Reads into `bytes` with `read` (from offset 0): through the file held open if there is
+    /// one and it still reads, else through a fresh open, which is kept on procfs and sysfs.
+    fn fill(&mut self, read: impl Fn(&File, &mut Vec<u8>) -> std::io::Result<()>) -> Result<(), CollectError> {
+        self.bytes.clear();
+        if let Some(f) = &self.open {
+            if read(f, &mut self.bytes).is_ok() {
+                return Ok(());
+            }
+            self.open = None;
+            self.bytes.clear();
+        }
+        let f = File::open(&self.path).map_err(|e| CollectError::io(&self.path, e))?;
+        read(&f, &mut self.bytes).map_err(|e| CollectError::io(&self.path, e))?;
+        if is_kernel_fs(&f) {
+            self.open = Some(f);
+        }
+        Ok(())
     }
 
     /// Whether the file may differ from the last read. Files that signal changes with
