@@ -57,8 +57,14 @@
 //! node_exporter's `node_disk_info` and `node_filesystem_readonly`/`_device_error`: the
 //! `filesystem.*` points carry node_exporter's tags `mountpoint`, `device`, `fstype`. The udev
 //! properties come from `/run/udev/data/b<major>:<minor>` under `host_root` (its `E:KEY=value`
-//! lines, at most 64 KiB read), read on every collection as node_exporter does; a host without
-//! udev (a container, this project's build VM) gives empty tags.
+//! lines, at most 64 KiB read), read when a device is first seen and again once a minute (not
+//! on every collection, as node_exporter does: they change only when udev first processes the
+//! device); a host without udev (a container, this project's build VM) gives empty tags.
+//!
+//! The module shares the core's module thread (`Module::shares_thread`) when every
+//! filesystem it watches at start is local; one network or FUSE filesystem (`nfs`, `cifs`,
+//! `ceph`, `fuse.*`, … `REMOTE_FS_TYPES`), whose statvfs can wait on a server, gives it a
+//! thread of its own.
 //!
 //! The `*_total` counters (kind `counter`: raw cumulative values, hidden from the emitters
 //! that print Stat Badger's stats, read by exposition formats such as OTLP and Prometheus;
@@ -80,7 +86,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use procfs_core::DiskStat;
 use serde::Deserialize;
@@ -384,6 +390,40 @@ struct DeviceState {
     selected: bool,
     seen: bool,
     rates: [Rate; 10],
+    /// Its `disk.info` point and when its udev data was read.
+    info: Option<(Instant, Point)>,
+}
+
+/// How long a device's udev data is kept before it is read again.
+const UDEV_REFRESH: Duration = Duration::from_secs(60);
+
+/// Filesystem types whose statvfs can wait on a server or a user-space daemon: a disk module
+/// that watches one of them runs on a thread of its own (`Module::shares_thread`).
+const REMOTE_FS_TYPES: &[&str] = &[
+    "9p",
+    "afs",
+    "beegfs",
+    "ceph",
+    "cifs",
+    "davfs",
+    "gfs2",
+    "glusterfs",
+    "gpfs",
+    "lustre",
+    "ncpfs",
+    "nfs",
+    "nfs4",
+    "ocfs2",
+    "smb3",
+    "smbfs",
+    "sshfs",
+    "vboxsf",
+    "virtiofs",
+];
+
+/// Whether statvfs of a filesystem of this type only asks the local kernel.
+pub fn is_local_fs(fstype: &str) -> bool {
+    !fstype.starts_with("fuse") && !REMOTE_FS_TYPES.contains(&fstype)
 }
 
 /// The filesystem part: which mounts, and the last parse of `/proc/mounts`.
@@ -544,6 +584,9 @@ struct Disk {
     filesystems: Option<Filesystems>,
     /// Whether an emitter reads the counters (`ModuleContext::gauges_only`).
     counters: bool,
+    /// Whether it may share the core's thread: every filesystem it watched when it was built
+    /// is local (`is_local_fs`).
+    local: bool,
 }
 
 impl Disk {
@@ -564,7 +607,7 @@ impl Disk {
         };
         let mut diskstats = ProcFile::new(ctx.roots.proc_path("diskstats"));
         diskstats.probe().map_err(BuildError::Unavailable)?;
-        let filesystems = if c.filesystems {
+        let mut filesystems = if c.filesystems {
             let mut file = ProcFile::new(ctx.roots.proc_path("mounts"));
             file.probe().map_err(BuildError::Unavailable)?;
             Some(Filesystems {
@@ -580,14 +623,30 @@ impl Disk {
         } else {
             None
         };
+        let local = match &mut filesystems {
+            Some(fs) => {
+                fs.refresh().map_err(|e| BuildError::Unavailable(e.0))?;
+                fs.mounts.iter().all(|m| is_local_fs(&m.fstype))
+            }
+            None => true,
+        };
         let udev = ctx.roots.host.join("run/udev/data");
-        Ok(Disk { udev, diskstats, selection, devices: HashMap::new(), filesystems, counters: !ctx.gauges_only })
+        let counters = !ctx.gauges_only;
+        Ok(Disk { udev, diskstats, selection, devices: HashMap::new(), filesystems, counters, local })
     }
 }
 
 impl Module for Disk {
+    /// On the shared thread while every filesystem it watches is local: statvfs of a local
+    /// filesystem reads the kernel's counters. A network or FUSE filesystem can make it wait
+    /// on a server, so then it has a thread of its own. (If a remote mount appears later and
+    /// hangs, the core gives every shared module a thread of its own at the next tick.)
+    fn shares_thread(&self) -> bool {
+        self.local
+    }
+
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError> {
-        let Disk { udev, diskstats, selection, devices, filesystems, counters: with_counters } = self;
+        let Disk { udev, diskstats, selection, devices, filesystems, counters: with_counters, .. } = self;
         let text = diskstats.read()?;
         for d in parse(text) {
             let state = match devices.get_mut(&d.name) {
@@ -622,7 +681,11 @@ impl Module for Disk {
             if *with_counters {
                 push_counters(out, &d);
             }
-            out.push(info_point(&d, udev));
+            let info = match state.info.take() {
+                Some((read, p)) if now.saturating_duration_since(read) < UDEV_REFRESH => (read, p),
+                _ => (now, info_point(&d, udev)),
+            };
+            out.push(state.info.insert(info).1.clone());
         }
         devices.retain(|_, s| std::mem::take(&mut s.seen));
         if let Some(fs) = filesystems {
@@ -1044,7 +1107,10 @@ mod tests {
             "S:disk/by-path/virtio-pci-0000:00:02.0\nE:ID_PATH=virtio-pci-0000:00:02.0\nE:ID_MODEL=QEMU_DISK\n\
              E:SCSI_IDENT_SERIAL=S123\nE:ID_REVISION=2.5+\nE:ID_WWN=0x5000c500a1b2c3d4\n",
         );
+        // Read once a minute, not on every collection.
         let p = fixture::collect(&mut m, 1.0);
+        assert_eq!(tags(fixture::find(&p, "disk.info.vda").unwrap()), tags(info[0]));
+        let p = fixture::collect(&mut m, 61.0);
         let info = fixture::find(&p, "disk.info.vda").unwrap();
         assert_eq!(
             tags(info),
@@ -1170,6 +1236,23 @@ mod tests {
         fixture::collect(&mut m, 0.0);
         root.write("proc/mounts", "/dev/sdc /srv ext4 rw 0 0\n");
         assert_eq!(mounts(&fixture::collect(&mut m, 1.0)), ["/srv"]);
+    }
+
+    /// Local filesystems only: the shared thread. A network or FUSE mount among the watched
+    /// ones (not among the excluded): a thread of its own.
+    #[test]
+    fn shares_the_thread_while_every_watched_filesystem_is_local() {
+        for (local, remote) in [("ext4", "nfs4"), ("xfs", "cifs"), ("btrfs", "fuse.sshfs"), ("vfat", "ceph")] {
+            assert!(is_local_fs(local) && !is_local_fs(remote), "{local} {remote}");
+        }
+        let root = FixtureRoot::new("vm-6.18");
+        assert!(disk(&root, "{}").shares_thread());
+        let mounts = root.text("proc/mounts") + "srv:/export /mnt/nfs nfs4 rw 0 0\n";
+        root.write("proc/mounts", &mounts);
+        assert!(!disk(&root, "{}").shares_thread());
+        assert!(disk(&root, r#"{"filesystems": false}"#).shares_thread());
+        assert!(disk(&root, r#"{"fs_types_exclude": ["nfs4"]}"#).shares_thread());
+        assert!(disk(&root, r#"{"mount_points": ["/"]}"#).shares_thread());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::disk::{is_partition_name, DEFAULT_DEVICE_EXCLUDES};
 use badger_api::matcher::Matcher;
 use badger_api::plugin::{BuildError, CollectError, Module, ModuleContext, ModuleSpec, PluginConf};
 use badger_api::point::{Point, Value};
-use badger_api::procfile::{read_to_string, ProcFile};
+use badger_api::procfile::{is_kernel_fs, read_to_string, ProcFile};
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "system",
@@ -69,7 +69,7 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
         cores,
         cache_kb,
         speed,
-        sys_block: ctx.roots.sys_path("block"),
+        sys_block: BlockDir { path: ctx.roots.sys_path("block"), dir: None },
         partitions: ctx.roots.proc_path("partitions"),
         exclude: Matcher::from_static(DEFAULT_DEVICE_EXCLUDES),
         uptime,
@@ -166,23 +166,55 @@ struct System {
     cores: Option<i64>,
     cache_kb: Option<i64>,
     speed: Speed,
-    sys_block: PathBuf,
+    sys_block: BlockDir,
     partitions: PathBuf,
     exclude: Matcher,
     uptime: ProcFile,
     boot_time: Option<u64>,
 }
 
+/// `/sys/block`, kept open from one collection to the next when it is on sysfs: each count
+/// rewinds it and reads the entries again (sysfs lists the devices as they are at each
+/// read), which saves the open, fstat and close that listing it afresh costs every tick.
+struct BlockDir {
+    path: PathBuf,
+    dir: Option<rustix::fs::Dir>,
+}
+
+impl BlockDir {
+    /// Entries whose names `exclude` does not match; `None` when the directory cannot be read.
+    fn count(&mut self, exclude: &Matcher) -> Option<i64> {
+        use rustix::fs::{Mode, OFlags};
+        let (mut dir, keep) = match self.dir.take() {
+            Some(dir) => (dir, true),
+            None => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let fd = rustix::fs::open(&self.path, flags, Mode::empty()).ok()?;
+                let keep = is_kernel_fs(&fd);
+                (rustix::fs::Dir::new(fd).ok()?, keep)
+            }
+        };
+        dir.rewind();
+        let mut n = 0;
+        while let Some(entry) = dir.read() {
+            let entry = entry.ok()?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." && std::str::from_utf8(name).is_ok_and(|n| !exclude.matches(n)) {
+                n += 1;
+            }
+        }
+        if keep {
+            self.dir = Some(dir);
+        }
+        Some(n)
+    }
+}
+
 impl System {
-    fn disk_count(&self) -> Option<i64> {
-        match std::fs::read_dir(&self.sys_block) {
-            Ok(entries) => Some(
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_str().is_some_and(|n| !self.exclude.matches(n)))
-                    .count() as i64,
-            ),
-            Err(_) => match std::fs::read_to_string(&self.partitions) {
+    fn disk_count(&mut self) -> Option<i64> {
+        match self.sys_block.count(&self.exclude) {
+            Some(n) => Some(n),
+            None => match std::fs::read_to_string(&self.partitions) {
                 Ok(text) => Some(count_partitions_disks(&text, &self.exclude)),
                 Err(e) => {
                     log::debug!("no disk count: {}: {e}", self.partitions.display());

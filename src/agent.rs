@@ -1,7 +1,8 @@
 //! The running agent: module workers, emitter workers and the tick.
 //!
-//! * Every module runs on its own thread. On a tick the scheduler hands each due module a
-//!   job and waits for the answers until the module's timeout at the latest. A module that
+//! * Every module runs on its own thread, but for the ones that never block
+//!   (`Module::shares_thread`), which share one. On a tick the scheduler hands each due
+//!   module a job and waits for the answers until the module's timeout at the latest. A module that
 //!   has not answered is *stuck*: the tick goes out without it, it is skipped (and counted)
 //!   on every tick while it is stuck, a warning is logged once, and when it answers again
 //!   its late points are dropped and an info line says it is back.

@@ -9,7 +9,8 @@
 //!
 //! Both hand-offs are a Mutex and a Condvar, not a channel: a thread that wakes once a second
 //! would spend more CPU in a channel's spin-then-yield wait (and, on a busy tick, in the
-//! context switches its yields cause) than in its work.
+//! context switches its yields cause) than in its work. Each side notifies after it has
+//! released the lock, so the thread it wakes does not wake only to wait for the lock.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,6 +32,10 @@ const WORKER_STACK: usize = 256 * 1024;
 /// Emitters encode, compress and talk TLS: more headroom (untouched stack costs no memory).
 const EMITTER_STACK: usize = 1024 * 1024;
 const IDLE_EVERY: Duration = Duration::from_secs(1);
+/// How long after `IDLE_EVERY` an emitter waits for the next payload before its idle turn:
+/// payloads come a second apart, so a wait of exactly a second would end a moment before
+/// each one (two wake-ups a tick instead of one).
+const IDLE_GRACE: Duration = Duration::from_millis(250);
 
 /// Counters of one module.
 #[derive(Debug, Default)]
@@ -115,14 +120,19 @@ impl JobSlot {
     }
 
     pub(crate) fn offer(&self, tick: u64) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(*s, SlotState::Idle) {
-            *s = SlotState::Job(tick);
+        let offered = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let idle = matches!(*s, SlotState::Idle);
+            if idle {
+                *s = SlotState::Job(tick);
+            }
+            idle
+        };
+        // Woken after the lock is released, the thread does not wake only to wait for it.
+        if offered {
             self.cv.notify_one();
-            true
-        } else {
-            false
         }
+        offered
     }
 
     /// Waits for the next job; `None` once closed.
@@ -167,14 +177,18 @@ impl ResultBox {
     }
 
     pub(crate) fn put(&self, r: ModuleResult) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if r.tick == s.tick {
-            s.arrived += 1;
-            if s.arrived >= s.expected {
-                self.cv.notify_one();
+        let complete = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let current = r.tick == s.tick;
+            s.list.push(r);
+            if current {
+                s.arrived += 1;
             }
+            current && s.arrived >= s.expected
+        };
+        if complete {
+            self.cv.notify_one();
         }
-        s.list.push(r);
     }
 }
 
@@ -262,12 +276,15 @@ impl Mailbox {
     }
 
     pub(crate) fn push(&self, payload: Arc<Payload>) -> Pushed {
-        let mut m = self.lock();
-        if m.gone {
-            return Pushed::Gone;
-        }
-        let dropped = m.queue.len() >= m.capacity && m.queue.pop_front().is_some();
-        m.queue.push_back(payload);
+        let dropped = {
+            let mut m = self.lock();
+            if m.gone {
+                return Pushed::Gone;
+            }
+            let dropped = m.queue.len() >= m.capacity && m.queue.pop_front().is_some();
+            m.queue.push_back(payload);
+            dropped
+        };
         self.cv.notify_one();
         if dropped {
             Pushed::DroppedOldest
@@ -430,9 +447,11 @@ impl SharedThread {
 
     /// Hands it a tick's modules (marked busy by the caller).
     pub(crate) fn offer(&self, tick: u64, modules: Vec<Arc<Runnable>>) {
-        let mut st = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.tick = tick;
-        st.queue.extend(modules);
+        {
+            let mut st = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.tick = tick;
+            st.queue.extend(modules);
+        }
         self.slot.cv.notify_one();
     }
 
@@ -573,10 +592,12 @@ pub(crate) fn emitter_loop(
         batch.clear();
     };
     loop {
-        // Wake at least once a second: a batching emitter's deadline, or the idle hook.
+        // Wake for a batching emitter's deadline, or for the idle hook when no payload came
+        // for a little over a second (one that comes gives the emitter its turn instead).
+        let idle_at = last_idle + IDLE_EVERY + IDLE_GRACE;
         let wake = match first_at {
-            Some(t) if interval > 1 => (t + Duration::from_secs(interval + 1)).min(Instant::now() + IDLE_EVERY),
-            _ => Instant::now() + IDLE_EVERY,
+            Some(t) if interval > 1 => (t + Duration::from_secs(interval + 1)).min(idle_at),
+            _ => idle_at,
         };
         match rx.pop_until(wake) {
             Ok(p) => {

@@ -83,11 +83,12 @@ pub trait Module: Send {
     /// (monotonic); rates divide by the real time between two collections.
     fn collect(&mut self, now: Instant, out: &mut Vec<Point>) -> Result<(), CollectError>;
 
-    /// Whether the module only reads kernel text files (procfs, sysfs) and so never blocks
-    /// for long. Such modules share one thread in the core: one wake-up a tick for all of
-    /// them instead of one each, the largest part of an idle agent's CPU. If one of them
-    /// overruns anyway (still running at the next tick), each gets a thread of its own.
-    /// A module that touches a filesystem (statvfs), the network or a process says no.
+    /// Whether the module only asks the local kernel (procfs and sysfs files, statvfs of
+    /// local filesystems) and so never blocks for long. Such modules share one thread in the
+    /// core: one wake-up a tick for all of them instead of one each, the largest part of an
+    /// idle agent's CPU. If one of them overruns anyway (still running at the next tick),
+    /// each gets a thread of its own. A module that can wait on a server (the network, a
+    /// network or FUSE filesystem) or on another process says no.
     fn shares_thread(&self) -> bool {
         false
     }

@@ -130,7 +130,9 @@ fn read_all_at(f: &File, out: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
-fn is_kernel_fs(f: &File) -> bool {
+/// Whether `f` is on procfs or sysfs, whose files and directories are never replaced: one
+/// held open keeps reading what the kernel has now.
+pub fn is_kernel_fs(f: impl rustix::fd::AsFd) -> bool {
     match rustix::fs::fstatfs(f) {
         Ok(s) => {
             // f_type is i64 here but narrower on some architectures.
