@@ -4,14 +4,17 @@
 //! | stat | units | type | kind | meaning |
 //! |---|---|---|---|---|
 //! | `cpu.cores` | | int | gauge | processors listed in `/proc/cpuinfo` (read at start) |
-//! | `cpu.speed` | MHz | float | gauge | current clock of the first processor: `cpu MHz` of `/proc/cpuinfo`, else `/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq` ÷ 1000; absent if neither exists |
+//! | `cpu.speed` | MHz | float | gauge | current clock of the first processor: `cpu MHz` of `/proc/cpuinfo` (read at start where it cannot change: see below), else `/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq` ÷ 1000; absent if neither exists |
 //! | `cpu.cache_size` | KB | int | gauge | `cache size` of the first processor (read at start); absent if cpuinfo has none (most non-x86) |
 //! | `disk.count` | | int | gauge | whole disks of every kind: entries of `/sys/block` except `loop*`, `ram*`, `zram*`, `fd*`, `sr*` (without sysfs: such names in `/proc/partitions` that are not partitions) |
 //! | `system.uptime` | s | float | gauge | seconds since boot (`/proc/uptime`) |
 //! | `system.boot_time` | s | int | gauge | boot time, epoch seconds (`btime` of `/proc/stat`, read at start) |
 //!
 //! Fields of `/proc/cpuinfo` are looked up by key, never by line number, so the module works
-//! on every architecture. `cpu.speed` reads only the first processor's block of cpuinfo.
+//! on every architecture. `cpu.speed` reads only the first processor's block of cpuinfo, and
+//! only once, at start, on x86 without the `aperfmperf` flag and without a cpufreq driver
+//! (most virtual machines): there the kernel prints the clock it calibrated at boot, which
+//! never changes.
 //!
 //! Config keys: only the common ones (`interval`, `blacklist`, `timeout`).
 
@@ -50,7 +53,10 @@ fn build(ctx: &ModuleContext, conf: &PluginConf) -> Result<Box<dyn Module>, Buil
     let cores = has_processor.then(|| info.num_cores() as i64);
     let cache_kb = info.get_field(0, "cache size").and_then(parse_cache_size);
     let freq = ctx.roots.sys_path("devices/system/cpu/cpu0/cpufreq/scaling_cur_freq");
-    let speed = if info.get_field(0, "cpu MHz").is_some() {
+    let mhz = info.get_field(0, "cpu MHz");
+    let speed = if let Some(v) = mhz.filter(|_| !freq.exists() && is_boot_constant(info.get_field(0, "flags"))) {
+        v.parse().map_or(Speed::None, Speed::Fixed)
+    } else if mhz.is_some() {
         Speed::CpuInfo(ProcFile::new(cpuinfo_path))
     } else if freq.exists() {
         Speed::Sysfs(ProcFile::new(freq))
@@ -119,7 +125,19 @@ pub fn count_partitions_disks(text: &str, exclude: &Matcher) -> i64 {
         .count() as i64
 }
 
+/// Whether cpuinfo's `cpu MHz` is a constant, given the first processor's `flags` and no
+/// cpufreq driver: x86 prints the APERF/MPERF-measured clock when the CPU has them
+/// (`aperfmperf`), else the cpufreq driver's current clock, else `cpu_khz`, the clock
+/// calibrated at boot. Without the flag and the driver (most virtual machines) it never
+/// changes, so reading it again every tick (the kernel formats the whole processor block,
+/// flags and all) would only cost CPU.
+fn is_boot_constant(flags: Option<&str>) -> bool {
+    flags.is_some_and(|f| !f.split_ascii_whitespace().any(|flag| flag == "aperfmperf"))
+}
+
 enum Speed {
+    /// `cpu MHz` of cpuinfo, read at start: x86 without `aperfmperf` or cpufreq.
+    Fixed(f64),
     /// The first processor block of cpuinfo (read up to its `cpu MHz` line).
     CpuInfo(ProcFile),
     /// `scaling_cur_freq`, kHz.
@@ -142,6 +160,7 @@ fn first_block_is_read(buf: &[u8]) -> bool {
 impl Speed {
     fn mhz(&mut self) -> Option<f64> {
         match self {
+            Speed::Fixed(mhz) => Some(*mhz),
             // Only the first processor's block, and of it only up to the `cpu MHz` line.
             Speed::CpuInfo(file) => match file.read_prefix(64 * 1024, first_block_is_read) {
                 Ok(text) => first_block_value(text, "cpu MHz")?.parse().ok(),
@@ -352,17 +371,41 @@ mod tests {
 
     #[test]
     fn speed_reads_only_the_first_block_by_key() {
-        let root = FixtureRoot::new("vm-6.18");
+        let root = with_aperfmperf("vm-6.18");
         let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
         // The key moved and the second processor differs: still the first one's value.
         root.write(
             "proc/cpuinfo",
-            "processor\t: 0\nmodel name\t: X\nflags\t\t: a b\ncpu MHz\t\t: 1234.5\n\n\
+            "processor\t: 0\nmodel name\t: X\nflags\t\t: a aperfmperf\ncpu MHz\t\t: 1234.5\n\n\
              processor\t: 1\ncpu MHz\t\t: 999.0\n\n",
         );
         let p = fixture::collect(m.as_mut(), 0.0);
         assert_eq!(fixture::float(&p, "cpu.speed"), 1234.5);
         assert_eq!(fixture::int(&p, "cpu.cores"), 2);
+    }
+
+    /// A fixture tree whose processors have the `aperfmperf` flag (a measured clock).
+    fn with_aperfmperf(tree: &str) -> FixtureRoot {
+        let root = FixtureRoot::new(tree);
+        let text = root.text("proc/cpuinfo").replace("\nflags\t\t: ", "\nflags\t\t: aperfmperf ");
+        root.write("proc/cpuinfo", &text);
+        root
+    }
+
+    /// x86 without `aperfmperf` (and without cpufreq) prints the clock calibrated at boot:
+    /// read once, at start. With the flag, it is read on every collection.
+    #[test]
+    fn speed_is_read_once_where_the_kernel_prints_a_constant() {
+        assert!(is_boot_constant(Some("fpu tsc constant_tsc hypervisor")));
+        assert!(!is_boot_constant(Some("fpu tsc aperfmperf")));
+        assert!(!is_boot_constant(None), "no flags: not x86, or not known");
+        for (root, after) in [(FixtureRoot::new("vm-6.18"), 2596.122), (with_aperfmperf("vm-6.18"), 1000.5)] {
+            let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
+            assert_eq!(fixture::float(&fixture::collect(m.as_mut(), 0.0), "cpu.speed"), 2596.122);
+            let text = root.text("proc/cpuinfo").replace("2596.122", "1000.5");
+            root.write("proc/cpuinfo", &text);
+            assert_eq!(fixture::float(&fixture::collect(m.as_mut(), 1.0), "cpu.speed"), after);
+        }
     }
 
     #[test]
@@ -372,9 +415,9 @@ mod tests {
         assert!(first_block_is_read(b"processor\t: 0\nflags\t: a\n\nprocessor"));
         assert!(!first_block_is_read(b"processor\t: 0\nflags\t: a\n"));
         // A line longer than one 512-byte read still ends the block where it should.
-        let root = FixtureRoot::new("vm-6.18");
+        let root = with_aperfmperf("vm-6.18");
         let mut m = fixture::build(&SPEC, &root.ctx(), "{}");
-        let flags = "f ".repeat(600);
+        let flags = "f ".repeat(600) + "aperfmperf";
         root.write("proc/cpuinfo", &format!("processor\t: 0\nflags\t\t: {flags}\ncpu MHz\t\t: 2000.25\n\n"));
         let p = fixture::collect(m.as_mut(), 0.0);
         assert_eq!(fixture::float(&p, "cpu.speed"), 2000.25);
