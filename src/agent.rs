@@ -2,7 +2,9 @@
 //!
 //! * Every module runs on its own thread, but for the ones that never block
 //!   (`Module::shares_thread`), which share one. On a tick the scheduler hands each due
-//!   module a job and waits for the answers until the module's timeout at the latest. A module that
+//!   module a job and waits for the answers until the module's timeout at the latest (when
+//!   every due module is on the shared thread, that thread sends the tick out itself and the
+//!   scheduler does not wait: [`Agent::collect`]). A module that
 //!   has not answered is *stuck*: the tick goes out without it, it is skipped (and counted)
 //!   on every tick while it is stuck, a warning is logged once, and when it answers again
 //!   its late points are dropped and an info line says it is back.
@@ -23,7 +25,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::httpd::HttpServer;
 use crate::plan::{Plan, Planned, Running};
 use crate::workers::{
-    spawn_emitter, spawn_module, spawn_own, EmitterWorker, ModuleWorker, Pushed, ResultBox, Runner, SharedThread,
+    account, dispatch, spawn_emitter, spawn_module, spawn_own, EmitterWorker, Finisher, ModuleResult, ModuleWorker,
+    Outlet, ResultBox, Runner, SharedThread,
 };
 pub use crate::workers::{EmitterStats, ModuleStats, TickStats};
 use badger_api::http::Route;
@@ -41,6 +44,8 @@ pub struct Agent {
     /// A module overran on the shared thread: no other is started.
     shared_retired: bool,
     emitters: Vec<EmitterWorker>,
+    /// The emitters' queues, as a tick is sent to them (by this thread or the shared one).
+    outlets: Arc<[Arc<Outlet>]>,
     /// Emitters no longer configured, still writing what they held: (name, done).
     retired: Vec<(String, Receiver<()>)>,
     results: Arc<ResultBox>,
@@ -72,6 +77,7 @@ impl Agent {
             shared: None,
             shared_retired: false,
             emitters: Vec::new(),
+            outlets: Arc::new([]),
             retired: Vec::new(),
             results: Arc::new(ResultBox::new()),
             next_id: 0,
@@ -147,7 +153,7 @@ impl Agent {
 
     #[cfg(test)]
     pub fn emitter_stats(&self) -> Vec<(String, Arc<EmitterStats>)> {
-        self.emitters.iter().map(|e| (e.name.clone(), e.stats.clone())).collect()
+        self.emitters.iter().map(|e| (e.name.clone(), e.outlet.stats.clone())).collect()
     }
 
     /// Whether no module thread is collecting (tests wait for a late module with it).
@@ -214,6 +220,7 @@ impl Agent {
                 Planned::Skipped(why) => log::error!("emitter \"{}\" skipped: {why}", entry.name),
             }
         }
+        self.outlets = self.emitters.iter().map(|e| e.outlet.clone()).collect();
         // Removed emitters: closing the queue makes them write what they hold and stop.
         for (_, w) in old {
             self.retired.push((w.name, w.done));
@@ -228,19 +235,30 @@ impl Agent {
 
     /// Collects one tick: every due module (all of them with `force`), waiting for each at
     /// most its timeout. Returns the payload, or `None` when no module gave a point.
+    ///
+    /// When every due module runs on the shared thread (and not `force`), that thread sends
+    /// the tick out itself once its last module is done, and this returns `None` at once: the
+    /// scheduler is not woken for the results. A tick so handed out that is still not sent at
+    /// the next one goes out then, without its late modules (which count a timeout).
     pub fn collect(&mut self, tick: u64, timestamp: i64, force: bool) -> Option<Arc<Payload>> {
         self.tick_stats.ticks.fetch_add(1, Ordering::Relaxed);
         let started = self.clock.now();
         let mut wait_until = started;
-        {
+        let late = {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
+            let late = ResultBox::take_open(&mut r);
             r.tick = tick;
             r.arrived = 0;
             r.expected = usize::MAX;
+            late
+        };
+        if let Some((finisher, results)) = late {
+            self.send_late_tick(finisher, results);
         }
         self.retire_a_late_shared_thread();
         let mut expected = 0usize;
         let mut shared = Vec::new();
+        let mut on_shared = Vec::new();
         for w in &mut self.modules {
             if !force && !w.due(timestamp) {
                 continue;
@@ -257,15 +275,75 @@ impl Agent {
                         continue;
                     }
                 }
-                Runner::Shared => shared.push(w.runnable.clone()),
+                Runner::Shared => {
+                    shared.push(w.runnable.clone());
+                    on_shared.push((w.id, w.name.clone(), w.stats.clone()));
+                }
             }
             w.pending = Some(tick);
             expected += 1;
             wait_until = wait_until.max(started + w.timeout);
         }
-        if let (false, Some(thread)) = (shared.is_empty(), &self.shared) {
+        let Some(thread) = self.shared.as_ref().filter(|_| !shared.is_empty()) else {
+            return self.wait_and_assemble(tick, timestamp, expected, wait_until);
+        };
+        if force || shared.len() < expected {
             thread.offer(tick, shared);
+            return self.wait_and_assemble(tick, timestamp, expected, wait_until);
         }
+        // Every due module is on the shared thread: it sends the tick itself.
+        for w in self.modules.iter_mut().filter(|w| w.pending == Some(tick)) {
+            w.pending = None;
+            w.collected = true;
+        }
+        let finisher = Finisher {
+            tick,
+            timestamp,
+            meta: self.meta.clone(),
+            modules: on_shared,
+            outlets: self.outlets.clone(),
+            tick_stats: self.tick_stats.clone(),
+            clock: self.clock.clone(),
+            capacity: self.last_points,
+        };
+        {
+            let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
+            r.expected = expected;
+            r.finisher = Some(finisher);
+            r.open += 1;
+        }
+        thread.offer(tick, shared);
+        None
+    }
+
+    /// A tick the shared thread was to send but had not by the next one: it goes out with
+    /// the modules that answered; the others count a timeout and are stuck until they answer.
+    fn send_late_tick(&mut self, finisher: Finisher, results: Vec<ModuleResult>) {
+        for (id, name, stats) in &finisher.modules {
+            if results.iter().any(|r| r.worker == *id) {
+                continue;
+            }
+            stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            if let Some(w) = self.modules.iter_mut().find(|w| w.id == *id) {
+                if w.stuck_since.is_none() {
+                    w.stuck_since = Some(self.clock.now());
+                    log::warn!(
+                        "module \"{name}\" did not answer by the next tick; the tick went out without it, and it is skipped until it answers"
+                    );
+                }
+            }
+        }
+        finisher.finish(results);
+    }
+
+    /// Waits for the tick's `expected` results until `wait_until` and builds its payload.
+    fn wait_and_assemble(
+        &mut self,
+        tick: u64,
+        timestamp: i64,
+        expected: usize,
+        wait_until: Instant,
+    ) -> Option<Arc<Payload>> {
         let arrived = {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
             r.expected = expected;
@@ -297,12 +375,7 @@ impl Agent {
             }
             w.pending = None;
             w.collected = true;
-            if let Some(e) = r.error {
-                w.stats.errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!("module \"{}\": {e}", w.name);
-            }
-            log::trace!("module \"{}\": {} points in {:?}", w.name, r.points.len(), r.took);
-            w.stats.points.fetch_add(r.points.len() as u64, Ordering::Relaxed);
+            account(&w.name, &w.stats, &r);
             per_module[idx] = r.points;
         }
         for w in &mut self.modules {
@@ -354,31 +427,13 @@ impl Agent {
 
     /// Hands a payload to every emitter without blocking.
     pub fn dispatch(&mut self, payload: Arc<Payload>) {
-        self.tick_stats.payloads.fetch_add(1, Ordering::Relaxed);
-        self.tick_stats.points.fetch_add(payload.points.len() as u64, Ordering::Relaxed);
-        for e in &mut self.emitters {
-            match e.tx.0.push(payload.clone()) {
-                Pushed::Queued => {}
-                Pushed::DroppedOldest => {
-                    // The oldest was dropped, the newest kept.
-                    e.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    if let Some(more) = e.drop_log.allow_at(self.clock.now()) {
-                        log::warn!(
-                            "emitter \"{}\" is behind: its queue is full, dropped the oldest payload ({} more since the last warning, {} in all)",
-                            e.name,
-                            more,
-                            e.stats.dropped.load(Ordering::Relaxed)
-                        );
-                    }
-                }
-                Pushed::Gone => {
-                    if !e.dead_logged {
-                        e.dead_logged = true;
-                        log::error!("emitter \"{}\" has stopped; its payloads are dropped", e.name);
-                    }
-                    e.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        dispatch(&self.outlets, &self.tick_stats, payload, self.clock.now());
+    }
+
+    /// Until a tick handed to the shared thread has been sent, at most until `deadline`.
+    fn wait_for_open_ticks(&self, deadline: Instant) {
+        while self.results.state.lock().unwrap_or_else(|e| e.into_inner()).open > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -388,6 +443,8 @@ impl Agent {
         if let Ok(mut d) = self.deadline.lock() {
             *d = Some(deadline);
         }
+        // A tick the shared thread is sending goes out before the queues close.
+        self.wait_for_open_ticks(deadline.min(Instant::now() + Duration::from_secs(1)));
         let Agent { modules, emitters, retired, http, .. } = self;
         // Stop accepting at once; requests in progress finish while the emitters flush.
         let http_done = http.map(|server| {

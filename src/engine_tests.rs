@@ -516,3 +516,65 @@ fn a_module_that_overruns_on_the_shared_thread_gives_each_a_thread_of_its_own() 
     assert_eq!(e.skipped_ticks(), 0);
     assert!(e.agent.shutdown(Instant::now() + PATIENCE));
 }
+
+#[test]
+fn the_shared_thread_sends_a_tick_whose_every_module_ran_on_it() {
+    let (emitter, got) = sink();
+    let mut e = Engine::start(hand_plan(
+        vec![("a", 1, Box::new(Whoami(true))), ("b", 1, Box::new(Whoami(true)))],
+        vec![("sink", 0, emitter)],
+        10,
+    ));
+    // The scheduler does not wait: the shared thread sends the tick, in module order.
+    assert!(e.agent.collect(0, 1001, false).is_none());
+    assert_eq!(recv(&got), vec![(1001, vec!["mod-shared".to_string(), "mod-shared".to_string()])]);
+    assert_eq!(e.agent.tick_stats.payloads.load(Ordering::Relaxed), 1);
+    assert_eq!(e.module("a").points.load(Ordering::Relaxed), 1);
+    // `--once` and `--test` (force) wait for the payload and get it back.
+    e.wait_modules_idle();
+    let p = e.agent.collect(1, 1002, true).expect("a payload");
+    assert_eq!(p.points.len(), 2);
+    assert!(e.agent.shutdown(Instant::now() + PATIENCE));
+}
+
+#[test]
+fn a_tick_the_shared_thread_has_not_sent_by_the_next_goes_out_without_its_late_modules() {
+    let hang = Arc::new(AtomicBool::new(false));
+    let (release_tx, release) = unbounded();
+    let slow = Box::new(Gate { name: "slow", hang: hang.clone(), release, shared: true });
+    let (_keep, fast_release) = unbounded();
+    let quick = Box::new(Gate { name: "quick", hang: Arc::default(), release: fast_release, shared: true });
+    let (emitter, got) = sink();
+    let mut e = Engine::start(hand_plan(vec![("quick", 1, quick), ("slow", 1, slow)], vec![("sink", 0, emitter)], 10));
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    e.step();
+    assert_eq!(recv(&got), vec![(1001, names(&["quick", "slow"]))]);
+
+    // "slow" hangs after "quick" answered: the shared thread does not send tick 1002.
+    hang.store(true, Ordering::SeqCst);
+    e.step();
+    let until = Instant::now() + PATIENCE;
+    while e.module("quick").runs.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < until, "quick never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(got.try_recv().is_err());
+
+    // The next tick sends it with what came in; "slow" counts a timeout and is skipped,
+    // "quick" gets a thread of its own and answers tick 1003.
+    e.step();
+    assert_eq!(recv(&got), vec![(1002, names(&["quick"]))]);
+    assert_eq!(recv(&got), vec![(1003, names(&["quick"]))]);
+    assert_eq!(e.module("slow").timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(e.module("slow").skipped.load(Ordering::Relaxed), 1);
+    assert_eq!(e.module("quick").timeouts.load(Ordering::Relaxed), 0);
+
+    // Once it answers, both run on threads of their own.
+    hang.store(false, Ordering::SeqCst);
+    release_tx.send(()).expect("the module waits");
+    e.wait_modules_idle();
+    e.step();
+    assert_eq!(recv(&got), vec![(1004, names(&["quick", "slow"]))]);
+    assert_eq!(e.skipped_ticks(), 0);
+    assert!(e.agent.shutdown(Instant::now() + PATIENCE));
+}

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
+use crate::clock::Clock;
 use crate::config::PluginEntry;
 use badger_api::matcher::Matcher;
 use badger_api::plugin::{Batch, Emitter, Module};
-use badger_api::point::{Payload, Point, Value};
+use badger_api::point::{HostMeta, Payload, Point, Value};
 use badger_api::telemetry::{self, Group, Telemetry};
 use badger_api::throttle::LogThrottle;
 
@@ -169,6 +170,11 @@ pub(crate) struct Results {
     pub(crate) expected: usize,
     pub(crate) arrived: usize,
     pub(crate) list: Vec<ModuleResult>,
+    /// A tick the shared thread sends out itself when its last module is done (every due
+    /// module of the tick ran there): the scheduler does not wait for it.
+    pub(crate) finisher: Option<Finisher>,
+    /// Ticks handed out so and not sent yet (shutdown waits for them).
+    pub(crate) open: usize,
 }
 
 impl ResultBox {
@@ -176,18 +182,137 @@ impl ResultBox {
         ResultBox { state: Mutex::default(), cv: Condvar::new() }
     }
 
+    /// Leaves a module's result. The result that completes the tick wakes the scheduler, or,
+    /// when the tick was handed out with a [`Finisher`], sends the tick out on this thread.
     pub(crate) fn put(&self, r: ModuleResult) {
-        let complete = {
+        let (complete, finish) = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let current = r.tick == s.tick;
             s.list.push(r);
             if current {
                 s.arrived += 1;
             }
-            current && s.arrived >= s.expected
+            let complete = current && s.arrived >= s.expected;
+            let finish = match complete.then(|| s.finisher.take()).flatten() {
+                Some(f) => {
+                    let tick = f.tick;
+                    Some((f, take_tick(&mut s.list, tick)))
+                }
+                None => None,
+            };
+            (complete, finish)
         };
-        if complete {
-            self.cv.notify_one();
+        match finish {
+            Some((f, results)) => {
+                f.finish(results);
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                s.open = s.open.saturating_sub(1);
+            }
+            None if complete => self.cv.notify_one(),
+            None => {}
+        }
+    }
+
+    /// Takes back a tick handed out with a [`Finisher`] that has not been sent (a module of it
+    /// is late), with the results of it that are in.
+    pub(crate) fn take_open(s: &mut Results) -> Option<(Finisher, Vec<ModuleResult>)> {
+        let f = s.finisher.take()?;
+        s.open = s.open.saturating_sub(1);
+        let tick = f.tick;
+        Some((f, take_tick(&mut s.list, tick)))
+    }
+}
+
+/// Takes the results of `tick` out of `list`, leaving the late ones of earlier ticks.
+fn take_tick(list: &mut Vec<ModuleResult>, tick: u64) -> Vec<ModuleResult> {
+    if list.iter().all(|r| r.tick == tick) {
+        return std::mem::take(list);
+    }
+    let (mine, rest) = std::mem::take(list).into_iter().partition(|r| r.tick == tick);
+    *list = rest;
+    mine
+}
+
+/// What a module's result adds to its counters and the log, whoever sends its tick.
+pub(crate) fn account(name: &str, stats: &ModuleStats, r: &ModuleResult) {
+    if let Some(e) = &r.error {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        log::warn!("module \"{name}\": {e}");
+    }
+    log::trace!("module \"{name}\": {} points in {:?}", r.points.len(), r.took);
+    stats.points.fetch_add(r.points.len() as u64, Ordering::Relaxed);
+}
+
+/// A tick's modules in module order, and what sending the tick needs: the shared thread
+/// sends a tick whose every due module ran on it, so the scheduler is not woken for it
+/// (one thread wake-up less a tick).
+pub(crate) struct Finisher {
+    pub(crate) tick: u64,
+    pub(crate) timestamp: i64,
+    pub(crate) meta: Arc<HostMeta>,
+    /// (worker id, module name, its counters), in module order.
+    pub(crate) modules: Vec<(u64, String, Arc<ModuleStats>)>,
+    pub(crate) outlets: Arc<[Arc<Outlet>]>,
+    pub(crate) tick_stats: Arc<TickStats>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The points of the last tick: the payload's starting capacity.
+    pub(crate) capacity: usize,
+}
+
+impl Finisher {
+    /// Sends the tick with `results` (this tick's), in module order; nothing when no module
+    /// gave a point.
+    pub(crate) fn finish(self, mut results: Vec<ModuleResult>) {
+        let mut points = Vec::with_capacity(self.capacity);
+        for (id, name, stats) in &self.modules {
+            let Some(r) = results.iter_mut().find(|r| r.worker == *id) else { continue };
+            account(name, stats, r);
+            points.append(&mut r.points);
+        }
+        if points.is_empty() {
+            log::debug!("tick {}: no points", self.tick);
+            return;
+        }
+        let payload = Arc::new(Payload { meta: self.meta, timestamp: self.timestamp, points });
+        dispatch(&self.outlets, &self.tick_stats, payload, self.clock.now());
+    }
+}
+
+/// An emitter's queue as a tick is sent to it, from whichever thread sends the tick.
+pub(crate) struct Outlet {
+    pub(crate) name: String,
+    mailbox: Arc<Mailbox>,
+    pub(crate) stats: Arc<EmitterStats>,
+    drop_log: Mutex<LogThrottle>,
+    dead_logged: AtomicBool,
+}
+
+/// Hands a payload to every emitter without blocking, and counts it.
+pub(crate) fn dispatch(outlets: &[Arc<Outlet>], tick_stats: &TickStats, payload: Arc<Payload>, now: Instant) {
+    tick_stats.payloads.fetch_add(1, Ordering::Relaxed);
+    tick_stats.points.fetch_add(payload.points.len() as u64, Ordering::Relaxed);
+    for e in outlets {
+        match e.mailbox.push(payload.clone()) {
+            Pushed::Queued => {}
+            Pushed::DroppedOldest => {
+                // The oldest was dropped, the newest kept.
+                e.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                let more = e.drop_log.lock().unwrap_or_else(|e| e.into_inner()).allow_at(now);
+                if let Some(more) = more {
+                    log::warn!(
+                        "emitter \"{}\" is behind: its queue is full, dropped the oldest payload ({} more since the last warning, {} in all)",
+                        e.name,
+                        more,
+                        e.stats.dropped.load(Ordering::Relaxed)
+                    );
+                }
+            }
+            Pushed::Gone => {
+                if !e.dead_logged.swap(true, Ordering::Relaxed) {
+                    log::error!("emitter \"{}\" has stopped; its payloads are dropped", e.name);
+                }
+                e.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -343,9 +468,7 @@ pub(crate) struct EmitterWorker {
     pub(crate) fingerprint: String,
     pub(crate) tx: QueueSender,
     pub(crate) done: Receiver<()>,
-    pub(crate) stats: Arc<EmitterStats>,
-    pub(crate) dead_logged: bool,
-    pub(crate) drop_log: LogThrottle,
+    pub(crate) outlet: Arc<Outlet>,
 }
 
 /// Starts a module's thread.
@@ -546,15 +669,14 @@ pub(crate) fn spawn_emitter(
     if let Err(e) = spawned {
         log::error!("emitter \"{}\": cannot start its thread: {e}", entry.name);
     }
-    EmitterWorker {
+    let outlet = Outlet {
         name: entry.name.clone(),
-        fingerprint,
-        tx: QueueSender(mailbox),
-        done,
+        mailbox: mailbox.clone(),
         stats,
-        dead_logged: false,
-        drop_log: LogThrottle::default(),
-    }
+        drop_log: Mutex::default(),
+        dead_logged: AtomicBool::new(false),
+    };
+    EmitterWorker { name: entry.name.clone(), fingerprint, tx: QueueSender(mailbox), done, outlet: Arc::new(outlet) }
 }
 
 pub(crate) fn emitter_loop(
