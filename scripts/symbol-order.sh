@@ -7,9 +7,9 @@
 # 64 KiB around every page fault of a file mapping, so code spread over the whole segment
 # costs its whole spread in RSS. build.rs hands this file to the linker (lld's
 # --symbol-ordering-file) for release builds, which places the listed functions first, in
-# this order: what the stock agent (six modules, internal, stdout and stdout_pretty) runs
-# every tick, hottest first, then once at start-up; then, likewise, what a production agent
-# runs besides (the influxdb, graphite, kafka and prometheus emitters against real servers
+# this order: what the stock agent (the six modules and stdout, as scripts/bench-agent.sh
+# runs it) runs every tick, hottest first, then once at start-up; then, likewise, what the
+# sample config adds (internal, stdout_pretty); then what a production agent runs besides (the influxdb, graphite, kafka and prometheus emitters against real servers
 # on loopback, when influxd, carbon-cache and tansu are installed: scripts/test.sh installs
 # them). Everything else (the Pulse server, TLS, other emitters)
 # follows, untouched unless configured.
@@ -51,15 +51,23 @@ profile() {
     ls "$WORK/$name.cg.1" "$WORK/$name.cg" >/dev/null
 }
 
-mkdir -p "$WORK/stock"
+# The stock six modules with stdout (what scripts/bench-agent.sh measures: every tick on the
+# shared thread, which sends it out), then the sample config's internal and stdout_pretty.
+mkdir -p "$WORK/stock" "$WORK/sample"
 cat > "$WORK/stock/config.json" <<'JSON'
+{ "core": { "datacenter": "", "region": "", "zone": "", "cluster": "" },
+  "modules": ["cpu", "load", "disk", "network", "memory", "system"],
+  "emitters": ["stdout"] }
+JSON
+cat > "$WORK/sample/config.json" <<'JSON'
 { "core": { "datacenter": "", "region": "", "zone": "", "cluster": "" },
   "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
   "emitters": ["stdout", "stdout_pretty"] }
 JSON
 profile stock "$WORK/stock"
+profile sample "$WORK/sample"
 
-PROFILES=("$WORK/stock.cg")
+PROFILES=("$WORK/stock.cg" "$WORK/sample.cg")
 if command -v influxd >/dev/null && command -v carbon-cache >/dev/null && [ -x "$(tansu_bin 2>/dev/null)" ]; then
     INFLUX_PORT=$(free_port); LINE_PORT=$(free_port); PICKLE_PORT=$(free_port); QUERY_PORT=$(free_port)
     KAFKA_PORT=$(free_port); PROM_PORT=$(free_port)
@@ -115,7 +123,9 @@ def self_costs(path, binary):
                 continue
             parts = line.split()
             if len(parts) >= 2 and fn_ob == binary:
-                cost[fn] = cost.get(fn, 0) + int(parts[1])
+                # valgrind's name for the binary's entry point (crt1's _start).
+                name = "_start" if fn == "(below main)" else fn
+                cost[name] = cost.get(name, 0) + int(parts[1])
     return cost
 
 binary, out, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
