@@ -335,8 +335,23 @@ fn is_database_not_found(answer: &Answer) -> bool {
     matches!(answer, Answer::Status(404, text) if text.contains("database not found"))
 }
 
+/// The most of its body buffer the transport keeps between writes. A steady-state write is a
+/// few kilobytes; the catch-up writes after an outage reach `max_batch_bytes`, and a buffer
+/// kept at that size would stay resident after the backlog has drained.
+const KEEP_BODY: usize = 64 * 1024;
+
 impl Transport for HttpTransport {
     fn send(&mut self, records: &[&[u8]]) -> Result<(), SendError> {
+        let sent = self.send_body(records);
+        if self.body.capacity() > KEEP_BODY {
+            self.body = Vec::new();
+        }
+        sent
+    }
+}
+
+impl HttpTransport {
+    fn send_body(&mut self, records: &[&[u8]]) -> Result<(), SendError> {
         if self.create_pending {
             if let Err(e) = self.create_database() {
                 // Not fatal: the database may exist already; the write tells. When the server
@@ -447,5 +462,22 @@ mod tests {
         );
         assert_eq!(t.write_url(), "https://x/influx/api/v2/write?org=o%261&bucket=b&precision=s");
         assert_eq!(t.authorization.as_deref(), Some("Token tok"));
+    }
+
+    /// A large (catch-up) body is not kept after its write, answered or not; a small one is.
+    #[test]
+    fn a_large_body_is_let_go_after_its_write() {
+        // A loopback port nothing listens on: the write fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
+        let api = Api::V2 { org: "o".into(), bucket: "b".into(), token: None };
+        let target =
+            Target { base_url: format!("http://127.0.0.1:{port}"), api, gzip: false, timeout: Duration::from_secs(1) };
+        let mut t = HttpTransport::new("influxdb", &target);
+        let line = b"cpu,host=h user=1 1700000000\n".repeat(100);
+        assert!(t.send(&[&line]).is_err());
+        assert!(t.body.capacity() >= line.len(), "a small body's buffer is kept");
+        let big = vec![&line[..]; 1 + KEEP_BODY / line.len()];
+        assert!(t.send(&big).is_err());
+        assert_eq!(t.body.capacity(), 0);
     }
 }
