@@ -9,10 +9,12 @@
 # --symbol-ordering-file) for release builds, which places the listed functions first, in
 # this order: what the stock agent (the six modules and stdout, as scripts/bench-agent.sh
 # runs it) runs every tick, hottest first, then once at start-up; then, likewise, what the
-# sample config adds (internal, stdout_pretty); then what a production agent runs besides (the influxdb, graphite, kafka and prometheus emitters against real servers
-# on loopback, when influxd, carbon-cache and tansu are installed: scripts/test.sh installs
-# them). Everything else (the Pulse server, TLS, other emitters)
-# follows, untouched unless configured.
+# sample config adds (internal, stdout_pretty); then what a production agent runs besides:
+# the influxdb, graphite, kafka and prometheus emitters against real servers on loopback,
+# when influxd, carbon-cache and tansu are installed (scripts/test.sh installs them), with
+# influxd and carbon stopped for 8 s in the middle, so that an outage's code (buffering,
+# the spool, reconnecting, draining) is in the order too. Everything else (the Pulse server,
+# TLS, other emitters) follows, untouched unless configured.
 #
 # How: an unstripped release build (in target/order, BADGER_KEEP_SYMBOLS=1: the same profile,
 # so the same symbol names) runs under valgrind's callgrind for SECONDS (default 20) per
@@ -35,9 +37,10 @@ BIN="$PWD/target/order/release/badger"
 . scripts/bench-lib.sh
 BADGER_BIN=$BIN bench_init badger-order
 
-# usage: profile NAME CONFIG_DIR -> NAME.cg.1 (start-up) and NAME.cg (steady state) in $WORK
+# usage: profile NAME CONFIG_DIR [DURING] -> NAME.cg.1 (start-up) and NAME.cg (steady state)
+# in $WORK; DURING, a function, runs instead of the plain SECONDS of steady state
 profile() {
-    local name=$1 dir=$2 vp
+    local name=$1 dir=$2 during=${3:-} vp
     (cd "$dir" && exec valgrind --tool=callgrind --demangle=no --dump-instr=no \
         --callgrind-out-file="$WORK/$name.cg" "$BIN" -f config.json >/dev/null 2>"$WORK/$name.log") &
     vp=$!
@@ -45,7 +48,7 @@ profile() {
     # Start-up under callgrind takes a few seconds; the first dump closes it.
     sleep 8
     callgrind_control -d "$vp" >/dev/null
-    sleep "$SECONDS_RUN"
+    if [ -n "$during" ]; then "$during"; else sleep "$SECONDS_RUN"; fi
     kill -TERM "$vp"
     wait "$vp" || true
     ls "$WORK/$name.cg.1" "$WORK/$name.cg" >/dev/null
@@ -74,18 +77,29 @@ if command -v influxd >/dev/null && command -v carbon-cache >/dev/null && [ -x "
     start_influxd "$WORK/influxd" "$INFLUX_PORT"
     start_carbon "$WORK/carbon" "$LINE_PORT" "$PICKLE_PORT" "$QUERY_PORT"
     start_tansu "$WORK/tansu" "$KAFKA_PORT"
-    mkdir -p "$WORK/prod/conf.d"
+    mkdir -p "$WORK/prod/conf.d" "$WORK/spool"
     cat > "$WORK/prod/config.json" <<JSON
 { "core": {"datacenter": "", "region": "", "zone": "", "cluster": "", "http_listen": "127.0.0.1:$PROM_PORT"},
   "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
   "emitters": ["influxdb", "graphite", "kafka", "prometheus"] }
 JSON
-    echo "{ \"url\": \"http://127.0.0.1:$INFLUX_PORT\" }" > "$WORK/prod/conf.d/influxdb.conf"
-    echo "{ \"port\": $LINE_PORT }" > "$WORK/prod/conf.d/graphite.conf"
+    echo "{ \"url\": \"http://127.0.0.1:$INFLUX_PORT\", \"spool_dir\": \"$WORK/spool\" }" > "$WORK/prod/conf.d/influxdb.conf"
+    echo "{ \"port\": $LINE_PORT, \"spool_dir\": \"$WORK/spool\" }" > "$WORK/prod/conf.d/graphite.conf"
     echo "{ \"brokers\": \"127.0.0.1:$KAFKA_PORT\" }" > "$WORK/prod/conf.d/kafka.conf"
     ( for _ in $(seq 1 $((SECONDS_RUN + 10))); do curl -s -o /dev/null "http://127.0.0.1:$PROM_PORT/metrics"; sleep 1; done ) &
     BENCH_PIDS+=("$!")
-    profile prod "$WORK/prod"
+    # An outage in the middle: the agent buffers, spools, reconnects and drains, code that
+    # is then in the order too (else the first outage faults it in, window by window).
+    outage() {
+        sleep 5
+        bench_stop "$INFLUXD_PID"
+        bench_stop "$CARBON_PID"
+        sleep 8
+        start_influxd "$WORK/influxd" "$INFLUX_PORT"
+        start_carbon "$WORK/carbon" "$LINE_PORT" "$PICKLE_PORT" "$QUERY_PORT"
+        sleep $((SECONDS_RUN > 13 ? SECONDS_RUN - 13 : 5))
+    }
+    profile prod "$WORK/prod" outage
     PROFILES+=("$WORK/prod.cg")
 else
     echo "symbol-order: influxd, carbon-cache or tansu missing: the production emitters are left out" >&2
