@@ -190,8 +190,9 @@ fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, Bu
     for (k, v) in &c.grouping {
         grouping_segment(&mut target, k, v);
     }
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+    let agent = badger_api::http_client::agent(
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build(),
+    );
     let stats = Arc::new(PushStats::default());
     let source: Arc<dyn Source> = stats.clone();
     ctx.telemetry.publish(Group::Outbox, &conf.name, &source);

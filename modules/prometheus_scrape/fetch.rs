@@ -71,12 +71,13 @@ pub struct Request<'a> {
 
 /// An HTTP client for scrapes (no error on 4xx/5xx: they are looked at).
 pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+    badger_api::http_client::agent(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))
+            .build(),
+    )
 }
 
 /// Scrapes one URL and parses what it serves (OpenMetrics families made 0.0.4-sayable).

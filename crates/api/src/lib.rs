@@ -8,6 +8,7 @@ pub mod config;
 pub mod duration;
 pub mod host;
 pub mod http;
+pub mod http_client;
 pub mod listener;
 pub mod logging;
 pub mod matcher;
