@@ -98,8 +98,9 @@ pub trait Module: Send {
 /// last call; the core has already removed what the emitter's blacklist names.
 pub trait Emitter: Send {
     fn emit(&mut self, batch: &Batch<'_>) -> Result<(), EmitError>;
-    /// Called about once a second while no batch is due, so an emitter that holds unsent
-    /// data can retry without waiting for the next payload.
+    /// Called when no payload has come for a little over a second (1.25 s), or once a
+    /// second while a batching emitter collects, so an emitter that holds unsent data can
+    /// retry without waiting for the next payload.
     fn idle(&mut self) {}
     /// Called once at shutdown after the last `emit`; `deadline` is when badger exits.
     fn flush(&mut self, deadline: Instant) -> Result<(), EmitError> {
