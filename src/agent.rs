@@ -52,7 +52,6 @@ pub struct Agent {
     next_id: u64,
     queue_size: usize,
     pub tick_stats: Arc<TickStats>,
-    last_points: usize,
     /// Set at shutdown before the queues close: when emitters must be done flushing.
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Telemetry,
@@ -83,7 +82,6 @@ impl Agent {
             next_id: 0,
             queue_size: plan.config.core.queue_size,
             tick_stats: Arc::default(),
-            last_points: 0,
             deadline: Arc::default(),
             telemetry: plan.telemetry.clone(),
             routes: HashMap::new(),
@@ -258,7 +256,6 @@ impl Agent {
         self.retire_a_late_shared_thread();
         let mut expected = 0usize;
         let mut shared = Vec::new();
-        let mut on_shared = Vec::new();
         for w in &mut self.modules {
             if !force && !w.due(timestamp) {
                 continue;
@@ -275,10 +272,7 @@ impl Agent {
                         continue;
                     }
                 }
-                Runner::Shared => {
-                    shared.push(w.runnable.clone());
-                    on_shared.push((w.id, w.name.clone(), w.stats.clone()));
-                }
+                Runner::Shared => shared.push(w.runnable.clone()),
             }
             w.pending = Some(tick);
             expected += 1;
@@ -288,7 +282,7 @@ impl Agent {
             return self.wait_and_assemble(tick, timestamp, expected, wait_until);
         };
         if force || shared.len() < expected {
-            thread.offer(tick, shared);
+            thread.offer(tick, &shared);
             return self.wait_and_assemble(tick, timestamp, expected, wait_until);
         }
         // Every due module is on the shared thread: it sends the tick itself.
@@ -300,35 +294,36 @@ impl Agent {
             tick,
             timestamp,
             meta: self.meta.clone(),
-            modules: on_shared,
+            modules: shared,
             outlets: self.outlets.clone(),
             tick_stats: self.tick_stats.clone(),
             clock: self.clock.clone(),
-            capacity: self.last_points,
         };
+        let modules = finisher.modules.clone();
         {
             let mut r = self.results.state.lock().unwrap_or_else(|e| e.into_inner());
             r.expected = expected;
             r.finisher = Some(finisher);
             r.open += 1;
         }
-        thread.offer(tick, shared);
+        thread.offer(tick, &modules);
         None
     }
 
     /// A tick the shared thread was to send but had not by the next one: it goes out with
     /// the modules that answered; the others count a timeout and are stuck until they answer.
     fn send_late_tick(&mut self, finisher: Finisher, results: Vec<ModuleResult>) {
-        for (id, name, stats) in &finisher.modules {
-            if results.iter().any(|r| r.worker == *id) {
+        for m in &finisher.modules {
+            if results.iter().any(|r| r.worker == m.id) {
                 continue;
             }
-            stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            if let Some(w) = self.modules.iter_mut().find(|w| w.id == *id) {
+            m.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            if let Some(w) = self.modules.iter_mut().find(|w| w.id == m.id) {
                 if w.stuck_since.is_none() {
                     w.stuck_since = Some(self.clock.now());
                     log::warn!(
-                        "module \"{name}\" did not answer by the next tick; the tick went out without it, and it is skipped until it answers"
+                        "module \"{}\" did not answer by the next tick; the tick went out without it, and it is skipped until it answers",
+                        m.name
                     );
                 }
             }
@@ -396,11 +391,10 @@ impl Agent {
             log::debug!("tick {tick}: no points");
             return None;
         }
-        let mut points = Vec::with_capacity(total.max(self.last_points));
+        let mut points = Vec::with_capacity(total);
         for p in per_module {
             points.extend(p);
         }
-        self.last_points = total;
         Some(Arc::new(Payload { meta: self.meta.clone(), timestamp, points }))
     }
 

@@ -56,8 +56,25 @@ impl Module for Gate {
 }
 
 fn fixed(name: &'static str) -> Box<dyn Module> {
+    never_hangs(name, false)
+}
+
+/// A [`Gate`] that is never told to hang.
+fn never_hangs(name: &'static str, shared: bool) -> Box<dyn Module> {
     let (_tx, release) = unbounded();
-    Box::new(Gate { name, hang: Arc::default(), release, shared: false })
+    Box::new(Gate { name, hang: Arc::default(), release, shared })
+}
+
+/// A [`Gate`] with its switch (set: it hangs at its next collection) and its release.
+fn gate(name: &'static str, shared: bool) -> (Box<dyn Module>, Arc<AtomicBool>, Sender<()>) {
+    let hang = Arc::new(AtomicBool::new(false));
+    let (release_tx, release) = unbounded();
+    (Box::new(Gate { name, hang: hang.clone(), release, shared }), hang, release_tx)
+}
+
+/// Owned point names, to compare with what a sink got.
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 /// Gives one point named after the thread it runs on.
@@ -250,9 +267,7 @@ fn stamps(got: &Got) -> Vec<i64> {
 
 #[test]
 fn a_stuck_module_is_skipped_and_recovers() {
-    let hang = Arc::new(AtomicBool::new(false));
-    let (release_tx, release) = unbounded();
-    let stuck = Box::new(Gate { name: "stuck", hang: hang.clone(), release, shared: false });
+    let (stuck, hang, release_tx) = gate("stuck", false);
     let (emitter, got) = sink();
     let mut e =
         Engine::start(hand_plan(vec![("good", 1, fixed("good")), ("stuck", 1, stuck)], vec![("sink", 0, emitter)], 10));
@@ -478,18 +493,13 @@ fn modules_that_never_block_share_one_thread() {
 
 #[test]
 fn a_module_that_overruns_on_the_shared_thread_gives_each_a_thread_of_its_own() {
-    let hang = Arc::new(AtomicBool::new(false));
-    let (release_tx, release) = unbounded();
-    let stuck = Box::new(Gate { name: "stuck", hang: hang.clone(), release, shared: true });
-    let (_keep, good_release) = unbounded();
-    let good = Box::new(Gate { name: "good", hang: Arc::default(), release: good_release, shared: true });
+    let (stuck, hang, release_tx) = gate("stuck", true);
     let (emitter, got) = sink();
     let mut e = Engine::start(hand_plan(
-        vec![("stuck", 1, stuck), ("good", 1, good), ("own", 1, fixed("own"))],
+        vec![("stuck", 1, stuck), ("good", 1, never_hangs("good", true)), ("own", 1, fixed("own"))],
         vec![("sink", 0, emitter)],
         10,
     ));
-    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     e.step();
     assert_eq!(recv(&got), vec![(1001, names(&["stuck", "good", "own"]))]);
 
@@ -539,14 +549,10 @@ fn the_shared_thread_sends_a_tick_whose_every_module_ran_on_it() {
 
 #[test]
 fn a_tick_the_shared_thread_has_not_sent_by_the_next_goes_out_without_its_late_modules() {
-    let hang = Arc::new(AtomicBool::new(false));
-    let (release_tx, release) = unbounded();
-    let slow = Box::new(Gate { name: "slow", hang: hang.clone(), release, shared: true });
-    let (_keep, fast_release) = unbounded();
-    let quick = Box::new(Gate { name: "quick", hang: Arc::default(), release: fast_release, shared: true });
+    let (slow, hang, release_tx) = gate("slow", true);
+    let quick = never_hangs("quick", true);
     let (emitter, got) = sink();
     let mut e = Engine::start(hand_plan(vec![("quick", 1, quick), ("slow", 1, slow)], vec![("sink", 0, emitter)], 10));
-    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     e.step();
     assert_eq!(recv(&got), vec![(1001, names(&["quick", "slow"]))]);
 

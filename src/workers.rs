@@ -250,23 +250,21 @@ pub(crate) struct Finisher {
     pub(crate) tick: u64,
     pub(crate) timestamp: i64,
     pub(crate) meta: Arc<HostMeta>,
-    /// (worker id, module name, its counters), in module order.
-    pub(crate) modules: Vec<(u64, String, Arc<ModuleStats>)>,
+    /// The tick's modules, in module order.
+    pub(crate) modules: Vec<Arc<Runnable>>,
     pub(crate) outlets: Arc<[Arc<Outlet>]>,
     pub(crate) tick_stats: Arc<TickStats>,
     pub(crate) clock: Arc<dyn Clock>,
-    /// The points of the last tick: the payload's starting capacity.
-    pub(crate) capacity: usize,
 }
 
 impl Finisher {
     /// Sends the tick with `results` (this tick's), in module order; nothing when no module
     /// gave a point.
     pub(crate) fn finish(self, mut results: Vec<ModuleResult>) {
-        let mut points = Vec::with_capacity(self.capacity);
-        for (id, name, stats) in &self.modules {
-            let Some(r) = results.iter_mut().find(|r| r.worker == *id) else { continue };
-            account(name, stats, r);
+        let mut points = Vec::with_capacity(results.iter().map(|r| r.points.len()).sum());
+        for m in &self.modules {
+            let Some(r) = results.iter_mut().find(|r| r.worker == m.id) else { continue };
+            account(&m.name, &m.stats, r);
             points.append(&mut r.points);
         }
         if points.is_empty() {
@@ -471,14 +469,14 @@ pub(crate) struct EmitterWorker {
     pub(crate) outlet: Arc<Outlet>,
 }
 
-/// Starts a module's thread.
 /// A module with what every run of it needs, whichever thread runs it.
 pub(crate) struct Runnable {
-    id: u64,
+    pub(crate) id: u64,
+    pub(crate) name: String,
     module: Mutex<Box<dyn Module>>,
     blacklist: Matcher,
     busy: Arc<AtomicBool>,
-    stats: Arc<ModuleStats>,
+    pub(crate) stats: Arc<ModuleStats>,
     results: Arc<ResultBox>,
     /// The largest collection so far, the next one's starting capacity.
     capacity: AtomicUsize,
@@ -569,11 +567,11 @@ impl SharedThread {
     }
 
     /// Hands it a tick's modules (marked busy by the caller).
-    pub(crate) fn offer(&self, tick: u64, modules: Vec<Arc<Runnable>>) {
+    pub(crate) fn offer(&self, tick: u64, modules: &[Arc<Runnable>]) {
         {
             let mut st = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
             st.tick = tick;
-            st.queue.extend(modules);
+            st.queue.extend(modules.iter().cloned());
         }
         self.slot.cv.notify_one();
     }
@@ -618,6 +616,7 @@ pub(crate) fn spawn_module(
     let on_shared = shared.is_some() && module.shares_thread();
     let runnable = Arc::new(Runnable {
         id,
+        name: entry.name.clone(),
         module: Mutex::new(module),
         blacklist: entry.blacklist.clone(),
         busy: busy.clone(),

@@ -35,15 +35,15 @@ impl ureq::unversioned::resolver::Resolver for Resolver {
             addrs.push(addr);
             return Ok(addrs);
         }
-        let key = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        let key = uri.authority().map_or("", |a| a.as_str());
         let now = Instant::now();
         if let Some((k, at, addrs)) = &*self.last.lock().unwrap_or_else(|e| e.into_inner()) {
-            if *k == key && now.saturating_duration_since(*at) < RESOLVE_TTL {
+            if k == key && now.saturating_duration_since(*at) < RESOLVE_TTL {
                 return Ok(addrs.clone());
             }
         }
         let addrs = self.inner.resolve(uri, config, timeout)?;
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, now, addrs.clone()));
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((key.to_string(), now, addrs.clone()));
         Ok(addrs)
     }
 }
