@@ -103,22 +103,9 @@ fi
 
 if [ "$MODE" = production ]; then
     [ -z "$CONFIG" ] || { echo "--production generates its own config" >&2; exit 2; }
-    INFLUX_PORT=$(free_port); LINE_PORT=$(free_port); PICKLE_PORT=$(free_port); QUERY_PORT=$(free_port)
-    KAFKA_PORT=$(free_port); PROM_PORT=$(free_port)
-    start_influxd "$WORK/influxd" "$INFLUX_PORT"
-    start_carbon "$WORK/carbon" "$LINE_PORT" "$PICKLE_PORT" "$QUERY_PORT"
-    start_tansu "$WORK/tansu" "$KAFKA_PORT"
+    start_production "$WORK/agent"
     CFG="$WORK/agent/config.json"
     CFG_WHAT="generated: cpu, load, disk, network, memory, system, internal every 1 s; emitters influxdb (:$INFLUX_PORT), graphite (:$LINE_PORT), kafka (:$KAFKA_PORT), prometheus (http_listen :$PROM_PORT)"
-    mkdir -p "$WORK/agent/conf.d"
-    cat >"$CFG" <<JSON
-{ "core": {"datacenter": "", "region": "", "zone": "", "cluster": "", "http_listen": "127.0.0.1:$PROM_PORT"},
-  "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
-  "emitters": ["influxdb", "graphite", "kafka", "prometheus"] }
-JSON
-    echo "{ \"url\": \"http://127.0.0.1:$INFLUX_PORT\" }" >"$WORK/agent/conf.d/influxdb.conf"
-    echo "{ \"port\": $LINE_PORT }" >"$WORK/agent/conf.d/graphite.conf"
-    echo "{ \"brokers\": \"127.0.0.1:$KAFKA_PORT\" }" >"$WORK/agent/conf.d/kafka.conf"
 fi
 
 bench_spawn BP "badger-bench.$$.badger" /dev/null "$WORK/badger.log" "$BADGER" -f "$CFG"

@@ -375,3 +375,27 @@ start_tansu() {
     "$bin" topic create badger --broker "$url" --partitions 1 >"$dir/topic.log" 2>&1 ||
         { echo "tansu topic create failed:" >&2; cat "$dir/topic.log" >&2; return 1; }
 }
+
+# usage: start_production DIR [SPOOL_DIR] -> influxd, carbon-cache and tansu on free loopback
+# ports (INFLUX_PORT, LINE_PORT, PICKLE_PORT, QUERY_PORT, KAFKA_PORT; PROM_PORT for the
+# agent), their data under $WORK, and DIR/config.json with DIR/conf.d for them: the six
+# modules and internal; the emitters influxdb and graphite (spooling to SPOOL_DIR when
+# given), kafka, and prometheus on core.http_listen
+start_production() {
+    local dir=$1 spool=${2:-} extra=""
+    INFLUX_PORT=$(free_port); LINE_PORT=$(free_port); PICKLE_PORT=$(free_port); QUERY_PORT=$(free_port)
+    KAFKA_PORT=$(free_port); PROM_PORT=$(free_port)
+    start_influxd "$WORK/influxd" "$INFLUX_PORT"
+    start_carbon "$WORK/carbon" "$LINE_PORT" "$PICKLE_PORT" "$QUERY_PORT"
+    start_tansu "$WORK/tansu" "$KAFKA_PORT"
+    mkdir -p "$dir/conf.d"
+    if [ -n "$spool" ]; then mkdir -p "$spool"; extra=", \"spool_dir\": \"$spool\""; fi
+    cat >"$dir/config.json" <<JSON
+{ "core": {"datacenter": "", "region": "", "zone": "", "cluster": "", "http_listen": "127.0.0.1:$PROM_PORT"},
+  "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
+  "emitters": ["influxdb", "graphite", "kafka", "prometheus"] }
+JSON
+    echo "{ \"url\": \"http://127.0.0.1:$INFLUX_PORT\"$extra }" >"$dir/conf.d/influxdb.conf"
+    echo "{ \"port\": $LINE_PORT$extra }" >"$dir/conf.d/graphite.conf"
+    echo "{ \"brokers\": \"127.0.0.1:$KAFKA_PORT\" }" >"$dir/conf.d/kafka.conf"
+}

@@ -72,20 +72,7 @@ profile sample "$WORK/sample"
 
 PROFILES=("$WORK/stock.cg" "$WORK/sample.cg")
 if command -v influxd >/dev/null && command -v carbon-cache >/dev/null && [ -x "$(tansu_bin 2>/dev/null)" ]; then
-    INFLUX_PORT=$(free_port); LINE_PORT=$(free_port); PICKLE_PORT=$(free_port); QUERY_PORT=$(free_port)
-    KAFKA_PORT=$(free_port); PROM_PORT=$(free_port)
-    start_influxd "$WORK/influxd" "$INFLUX_PORT"
-    start_carbon "$WORK/carbon" "$LINE_PORT" "$PICKLE_PORT" "$QUERY_PORT"
-    start_tansu "$WORK/tansu" "$KAFKA_PORT"
-    mkdir -p "$WORK/prod/conf.d" "$WORK/spool"
-    cat > "$WORK/prod/config.json" <<JSON
-{ "core": {"datacenter": "", "region": "", "zone": "", "cluster": "", "http_listen": "127.0.0.1:$PROM_PORT"},
-  "modules": ["cpu", "load", "disk", "network", "memory", "system", "internal"],
-  "emitters": ["influxdb", "graphite", "kafka", "prometheus"] }
-JSON
-    echo "{ \"url\": \"http://127.0.0.1:$INFLUX_PORT\", \"spool_dir\": \"$WORK/spool\" }" > "$WORK/prod/conf.d/influxdb.conf"
-    echo "{ \"port\": $LINE_PORT, \"spool_dir\": \"$WORK/spool\" }" > "$WORK/prod/conf.d/graphite.conf"
-    echo "{ \"brokers\": \"127.0.0.1:$KAFKA_PORT\" }" > "$WORK/prod/conf.d/kafka.conf"
+    start_production "$WORK/prod" "$WORK/spool"
     ( for _ in $(seq 1 $((SECONDS_RUN + 10))); do curl -s -o /dev/null "http://127.0.0.1:$PROM_PORT/metrics"; sleep 1; done ) &
     BENCH_PIDS+=("$!")
     # An outage in the middle: the agent buffers, spools, reconnects and drains, code that
@@ -154,11 +141,27 @@ def add(costs):
     return len(new)
 
 
+# Start-up functions the stock agent runs that callgrind's profile leaves out (found with
+# `perf record -e page-faults -d` on the release build: each cost a 64 KiB window of its
+# own): crtbegin's frame_dummy, which .init_array calls, and core's character count that
+# padded formatting of a long string uses. Matched by name ending, as the crate hash varies.
+MISSED = ("frame_dummy", "4core3str5count14do_count_chars")
+
+
+def missed():
+    """The MISSED functions of the binary, one cost each (after the stock start-up)."""
+    import subprocess
+    names = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout.split()
+    return {n: 1 for n in names if n.endswith(MISSED)}
+
+
 # The stock agent's steady state and start-up first, so it touches one dense run of pages;
 # then what the production agent runs besides, likewise.
-for p in profiles:
+for i, p in enumerate(profiles):
     counts.append(f"{add(self_costs(p, binary))} steady-state ({p.rsplit('/', 1)[-1]})")
     counts.append(f"{add(self_costs(p + '.1', binary))} start-up ({p.rsplit('/', 1)[-1]})")
+    if i == 0:
+        counts.append(f"{add(missed())} missed by the profile")
 with open(out, "w") as o:
     o.write("".join(f + "\n" for f in order))
 print(f"symbol-order: {', '.join(counts)} functions -> {out}")
