@@ -18,6 +18,7 @@ use crate::agent::{Agent, LogThrottle};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LoadError, Registries, Source};
 use crate::plan::{default_emitter, plan, Plan, Planned, Running};
+use badger_api::memory::ExecutablePages;
 use badger_api::plugin::EmitterSpec;
 
 /// Exit code for a bad config or bad usage.
@@ -170,6 +171,7 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
     log::info!("badger {} started: modules [{}], emitters [{}]", env!("CARGO_PKG_VERSION"), m.join(", "), e.join(", "));
     let mut systemd = Systemd::new();
     systemd.send(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("collecting")]);
+    let mut start_up = StartUp::new();
 
     let clock = SystemClock;
     let mut ticker = Ticker::new(&clock);
@@ -189,8 +191,12 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
                 systemd.send(&[sd_notify::NotifyState::Reloading]);
                 reload(&mut agent, path, reg, log_override);
                 systemd.send(&[sd_notify::NotifyState::Ready]);
+                start_up.began();
             }
-            Wake::Tick => systemd.tick(),
+            Wake::Tick => {
+                systemd.tick();
+                start_up.ticked();
+            }
         }
     }
     log::info!("stopping: flushing emitters");
@@ -199,6 +205,52 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
         log::info!("stopped");
     }
     0
+}
+
+/// Start-up (and a reload) runs code and reads constants that the ticks never use again:
+/// the command line, the config parser, the plan, and the first collections' set-up (each
+/// module's first run opens its files, lists its devices and filesystems). Their pages of the
+/// executable are unmapped twice: when the agent has started, and again after its first
+/// ticks; the ticks fault back in what they use (badger_api::memory::ExecutablePages says
+/// why and what).
+struct StartUp {
+    pages: ExecutablePages,
+    /// Ticks until the second release; `None` once done.
+    ticks_left: Option<u32>,
+}
+
+impl StartUp {
+    /// Ticks after start (or a reload) by which every module at the default 1 s interval has
+    /// run its first collection and its first steady one.
+    const TICKS: u32 = 3;
+
+    /// The first release, when the agent has started.
+    fn new() -> StartUp {
+        let mut s = StartUp { pages: ExecutablePages::find(), ticks_left: None };
+        s.began();
+        s
+    }
+
+    /// A start (or a reload) is done: release now, and again in `TICKS` ticks.
+    fn began(&mut self) {
+        self.release();
+        self.ticks_left = Some(Self::TICKS);
+    }
+
+    fn ticked(&mut self) {
+        if let Some(n) = self.ticks_left.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.ticks_left = None;
+                self.release();
+            }
+        }
+    }
+
+    fn release(&self) {
+        let bytes = self.pages.release();
+        log::debug!("released the executable's start-up pages ({} KiB mapped)", bytes / 1024);
+    }
 }
 
 fn reload(agent: &mut Agent, path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) {
