@@ -151,7 +151,7 @@ MISSED = ("frame_dummy", "4core3str5count14do_count_chars")
 # What the agent runs once more after start-up, a few ticks in, and that the profile counts
 # as start-up: the second release of the start-up pages (badger_api::memory). Listed with the
 # steady state, else that release maps a start-up window back in just to return from it.
-AGAIN = ("15ExecutablePages7release",)
+AGAIN = ("15ExecutablePages7release", "6memory5linux7release", "6memory5linux9dont_need")
 
 
 def named(endings):

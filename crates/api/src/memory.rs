@@ -67,22 +67,19 @@ impl ExecutablePages {
         }
     }
 
-    /// Unmaps them (`MADV_DONTNEED`); returns the size of the ranges unmapped.
+    /// Unmaps them (`MADV_DONTNEED`), all but the pages that are no longer the file's: a
+    /// debugger's breakpoint or a uprobe (bpftrace, `perf probe -x`) is a private copy of
+    /// its page, which dropping would silently remove, so those pages stay
+    /// (`/proc/self/pagemap` tells them apart). Returns the bytes unmapped.
     pub fn release(&self) -> usize {
-        let mut released = 0;
-        for &(start, end) in &self.ranges {
-            #[cfg(target_os = "linux")]
-            // SAFETY: the range is whole pages of a loaded segment of this executable that
-            // is not writable: a private mapping of the file that nothing writes (Rust
-            // binaries have no text relocations), so every page of it is the file's
-            // content. MADV_DONTNEED only drops the page-table entries; the next access maps
-            // the same bytes back from the file (a thread running this code meanwhile just
-            // takes that fault). No Rust reference is invalidated.
-            if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) } == 0 {
-                released += end - start;
-            }
+        #[cfg(target_os = "linux")]
+        {
+            linux::release(&self.ranges)
         }
-        released
+        #[cfg(not(target_os = "linux"))]
+        {
+            0
+        }
     }
 }
 
@@ -90,7 +87,69 @@ impl ExecutablePages {
 mod linux {
     use std::ffi::c_void;
 
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
     type Ranges = Vec<(usize, usize)>;
+
+    /// /proc/self/pagemap: one 64-bit entry a page; bit 63 the page is mapped, bit 61
+    /// it is a page of the file (or shared memory), not a private copy.
+    pub(super) const PRESENT: u64 = 1 << 63;
+    pub(super) const FILE: u64 = 1 << 61;
+
+    /// Unmaps the pages of `ranges` (page-aligned, of private file mappings) that are not a
+    /// private copy; returns the bytes unmapped.
+    pub(super) fn release(ranges: &[(usize, usize)]) -> usize {
+        let Ok(pagemap) = File::open("/proc/self/pagemap") else {
+            return 0;
+        };
+        let page = rustix::param::page_size();
+        let mut released = 0;
+        let mut buf = [0u8; 4096];
+        for &(start, end) in ranges {
+            // The run of releasable pages being built, from its first page's address.
+            let mut run: Option<usize> = None;
+            let mut addr = start;
+            while addr < end {
+                let n = ((end - addr) / page).min(buf.len() / 8);
+                let Some(chunk) = buf.get_mut(..n * 8) else { break };
+                if pagemap.read_exact_at(chunk, (addr / page * 8) as u64).is_err() {
+                    return released;
+                }
+                for entry in chunk.chunks_exact(8) {
+                    let e = entry.try_into().map(u64::from_ne_bytes).unwrap_or(PRESENT);
+                    let private_copy = e & PRESENT != 0 && e & FILE == 0;
+                    match (private_copy, run) {
+                        (false, None) => run = Some(addr),
+                        (true, Some(from)) => {
+                            released += dont_need(from, addr);
+                            run = None;
+                        }
+                        _ => {}
+                    }
+                    addr += page;
+                }
+            }
+            if let Some(from) = run {
+                released += dont_need(from, addr);
+            }
+        }
+        released
+    }
+
+    /// MADV_DONTNEED over `[from, to)`; returns the bytes unmapped.
+    fn dont_need(from: usize, to: usize) -> usize {
+        // SAFETY: `release`'s caller passes whole pages of private file mappings of this
+        // executable that are not writable (nothing writes them: Rust binaries have no text
+        // relocations), and `release` leaves out every page that is a private copy, so each
+        // page here is the file's content: MADV_DONTNEED only drops the page-table entries
+        // and the next access maps the same bytes back from the file (a thread running this
+        // code meanwhile just takes that fault). No Rust reference is invalidated.
+        match unsafe { libc::madvise(from as *mut c_void, to - from, libc::MADV_DONTNEED) } {
+            0 => to - from,
+            _ => 0,
+        }
+    }
 
     /// The whole pages of the executable's loaded segments that are not writable (a page
     /// shared with a writable segment is left out).
@@ -161,5 +220,53 @@ mod tests {
         assert_eq!(text, r#"(1.5, "still runs", [1, 2, 3])"#);
         // Found once, released as often as asked.
         assert_eq!(pages.release(), pages.release());
+    }
+
+    /// Is the page at `addr` mapped, and is it the file's (`/proc/self/pagemap`)?
+    fn page_state(addr: usize) -> (bool, bool) {
+        use std::os::unix::fs::FileExt;
+        let mut e = [0u8; 8];
+        let f = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        f.read_exact_at(&mut e, (addr / rustix::param::page_size() * 8) as u64).expect("read");
+        let e = u64::from_ne_bytes(e);
+        (e & linux::PRESENT != 0, e & linux::FILE != 0)
+    }
+
+    #[test]
+    fn a_page_that_is_a_private_copy_is_kept_and_the_files_pages_are_unmapped() {
+        use std::os::fd::AsRawFd;
+        let page = rustix::param::page_size();
+        let mut file = tempfile::tempfile().expect("temp file");
+        std::io::Write::write_all(&mut file, &vec![7u8; 3 * page]).expect("write");
+        // SAFETY: a fresh private mapping of a file this test owns, unmapped at the end.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                3 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let at = |i: usize| (base as usize + i * page) as *mut u8;
+        // SAFETY: the three pages are mapped above; as a breakpoint does, page 1 is written
+        // (a private copy) and pages 0 and 2 only read.
+        unsafe {
+            *at(1) = 42;
+            assert_eq!((*at(0), *at(2)), (7, 7));
+        }
+        assert_eq!(page_state(at(0) as usize), (true, true));
+        assert_eq!(page_state(at(1) as usize), (true, false), "page 1 is a private copy");
+        assert_eq!(linux::release(&[(base as usize, base as usize + 3 * page)]), 2 * page);
+        assert!(!page_state(at(0) as usize).0, "page 0 unmapped");
+        assert!(!page_state(at(2) as usize).0, "page 2 unmapped");
+        // SAFETY: as above; then the mapping is dropped.
+        unsafe {
+            assert_eq!(*at(1), 42, "the private copy is kept");
+            assert_eq!((*at(0), *at(2)), (7, 7), "the file's pages come back");
+            libc::munmap(base, 3 * page);
+        }
     }
 }
