@@ -265,6 +265,29 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_goes_to_the_family_of_its_full_name_before_a_histograms() {
+        // expfmt's order: `h_bucket` declared as its own family keeps its samples, so the
+        // text written back parses to the same samples (found by the promtext fuzzer).
+        let body = "# TYPE h histogram\n\
+                    h_bucket{le=\"+Inf\"} 1\n\
+                    # TYPE h_bucket untyped\n\
+                    h_bucket 2\n\
+                    h_sum 3\n";
+        let f = text(body);
+        let shape: Vec<(&str, Kind, Vec<&str>)> =
+            f.iter().map(|f| (f.name.as_str(), f.kind, f.samples.iter().map(|s| s.name.as_str()).collect())).collect();
+        assert_eq!(
+            shape,
+            [("h", Kind::Histogram, vec!["h_bucket", "h_sum"]), ("h_bucket", Kind::Untyped, vec!["h_bucket"])]
+        );
+        let mut again = String::new();
+        for family in &f {
+            write_family(&mut again, family);
+        }
+        assert!(same(&f, &text(&again)), "{again}");
+    }
+
+    #[test]
     fn rejects_what_prometheus_rejects() {
         for (body, want) in [
             ("mf1{ 1\n", "invalid label name"),

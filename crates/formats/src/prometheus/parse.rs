@@ -168,9 +168,15 @@ impl Parser {
         Ok(false)
     }
 
-    /// Finds the family a sample name belongs to: a declared family whose type allows the
-    /// sample's suffix, else the family of the full name.
+    /// Finds the family a sample name belongs to: the family of the full name if there is
+    /// one (declared by a TYPE or HELP line, or made by an earlier sample), else a declared
+    /// family whose type allows the sample's suffix, else a new family of the full name.
+    /// Prometheus's own text parser (expfmt) looks in the same order, so `# TYPE x_bucket
+    /// untyped` after a histogram `x` keeps its samples.
     fn family_of(&mut self, name: &str) -> usize {
+        if let Some(&f) = self.by_name.get(name) {
+            return f;
+        }
         for (i, _) in name.match_indices('_') {
             let base = &name[..i];
             let suffix = &name[i..];
