@@ -11,6 +11,11 @@ use badger_outbox::{SendError, Transport};
 /// Bytes gathered before one `write` on the TCP connection.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// The most of its gathering buffer the TCP connection keeps between sends. A steady-state
+/// send is one tick's record, a few kilobytes; the catch-up sends after an outage fill whole
+/// chunks, and a buffer kept at that size would stay resident after the backlog has drained.
+const KEEP_BUF: usize = 16 * 1024;
+
 /// Where carbon listens, and how long one connect or write may take.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -127,10 +132,14 @@ impl Transport for TcpLink {
         if self.stream.is_none() {
             self.stream = Some(self.connect(timeout)?);
         }
-        self.write_all(records, timeout).map_err(|e| {
+        let written = self.write_all(records, timeout).map_err(|e| {
             self.stream = None;
             SendError::Retry(format!("writing to {}: {e}", self.target.name()))
-        })
+        });
+        if self.buf.capacity() > KEEP_BUF {
+            self.buf = Vec::new();
+        }
+        written
     }
 }
 
@@ -248,6 +257,27 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(got, b"two 2 2\nthree 3 3\n");
+    }
+
+    #[test]
+    fn graphite_tcp_lets_a_catch_up_sends_buffer_go() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all.len()
+        });
+        let mut link = TcpLink::new(target(port));
+        let record = b"servers.h.cpu.user 1.5 1700000000\n".repeat(100);
+        link.send(&[&record]).unwrap();
+        assert!(link.buf.capacity() >= record.len(), "a steady-state send keeps its buffer");
+        let backlog = vec![&record[..]; 2 * WRITE_CHUNK / record.len()];
+        link.send(&backlog).unwrap();
+        assert_eq!(link.buf.capacity(), 0);
+        drop(link);
+        assert_eq!(reader.join().unwrap(), record.len() * (1 + backlog.len()));
     }
 
     #[test]
