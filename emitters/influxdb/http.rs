@@ -8,10 +8,11 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use badger_outbox::{SendError, Transport};
+
+use crate::http_client::Body;
 
 /// Characters left as they are in a query value: RFC 3986 unreserved.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -103,16 +104,12 @@ pub struct HttpTransport {
     identity: String,
     /// The `Authorization` header value (secret).
     authorization: Option<String>,
-    /// The deflate state, made once and reset for every body (with gzip). Building it
-    /// takes a lot of stack in a debug build, more than an emitter thread has: it is built
-    /// with the transport, on the thread that reads the config.
-    deflate: Option<Compress>,
     timeout: Duration,
     /// Set at shutdown: no request may go on past it.
     deadline: Option<Instant>,
     /// Whether `CREATE DATABASE` still has to be tried before the next write.
     create_pending: bool,
-    body: Vec<u8>,
+    body: Body,
 }
 
 /// An answer from the server, or why there was none.
@@ -161,10 +158,9 @@ impl HttpTransport {
             v1: matches!(target.api, Api::V1 { .. }),
             identity,
             authorization,
-            deflate: target.gzip.then(|| Compress::new(Compression::fast(), false)),
             timeout: target.timeout,
             deadline: None,
-            body: Vec::new(),
+            body: Body::new(target.gzip),
         }
     }
 
@@ -258,21 +254,8 @@ impl HttpTransport {
         }
     }
 
-    fn build_body(&mut self, records: &[&[u8]]) -> Result<(), String> {
-        self.body.clear();
-        match &mut self.deflate {
-            Some(c) => gzip(c, records, &mut self.body),
-            None => {
-                for r in records {
-                    self.body.extend_from_slice(r);
-                }
-                Ok(())
-            }
-        }
-    }
-
     fn write(&self) -> Answer {
-        self.post(&self.write_url, "text/plain; charset=utf-8", self.deflate.is_some(), &self.body)
+        self.post(&self.write_url, "text/plain; charset=utf-8", self.body.gzipped(), &self.body.bytes)
     }
 
     /// What a write answer means for the outbox.
@@ -298,54 +281,14 @@ impl HttpTransport {
     }
 }
 
-/// Writes `records`, one after the other, as one gzip member (RFC 1952) to `out`.
-pub(crate) fn gzip(c: &mut Compress, records: &[&[u8]], out: &mut Vec<u8>) -> Result<(), String> {
-    c.reset();
-    // Magic, deflate, no flags, no mtime, no extra flags, OS unknown.
-    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-    let mut crc = crc32fast::Hasher::new();
-    let mut len: u64 = 0;
-    let nothing: [&[u8]; 1] = [&[]];
-    let records = if records.is_empty() { &nothing[..] } else { records };
-    let last = records.len() - 1;
-    for (i, r) in records.iter().enumerate() {
-        crc.update(r);
-        len += r.len() as u64;
-        let flush = if i == last { FlushCompress::Finish } else { FlushCompress::None };
-        let mut input: &[u8] = r;
-        loop {
-            out.reserve(input.len() / 2 + 256);
-            let before = c.total_in();
-            let status = c.compress_vec(input, out, flush).map_err(|e| e.to_string())?;
-            input = input.get((c.total_in() - before) as usize..).unwrap_or_default();
-            match (flush, status) {
-                (FlushCompress::Finish, Status::StreamEnd) => break,
-                (FlushCompress::Finish, _) => {}
-                _ if input.is_empty() => break,
-                _ => {}
-            }
-        }
-    }
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    Ok(())
-}
-
 fn is_database_not_found(answer: &Answer) -> bool {
     matches!(answer, Answer::Status(404, text) if text.contains("database not found"))
 }
 
-/// The most of its body buffer the transport keeps between writes. A steady-state write is a
-/// few kilobytes; the catch-up writes after an outage reach `max_batch_bytes`, and a buffer
-/// kept at that size would stay resident after the backlog has drained.
-const KEEP_BODY: usize = 64 * 1024;
-
 impl Transport for HttpTransport {
     fn send(&mut self, records: &[&[u8]]) -> Result<(), SendError> {
         let sent = self.send_body(records);
-        if self.body.capacity() > KEEP_BODY {
-            self.body = Vec::new();
-        }
+        self.body.trim();
         sent
     }
 }
@@ -361,7 +304,7 @@ impl HttpTransport {
                 }
             }
         }
-        self.build_body(records).map_err(|e| SendError::Retry(format!("compressing the body: {e}")))?;
+        self.body.fill(records).map_err(|e| SendError::Retry(format!("compressing the body: {e}")))?;
         let answer = self.write();
         if is_database_not_found(&answer) {
             if self.query_url.is_none() {
@@ -414,22 +357,6 @@ mod tests {
     }
 
     #[test]
-    fn gzip_members_decode() {
-        use std::io::Read;
-        let mut c = Compress::new(Compression::fast(), false);
-        let big = "load,host=h one=1 1700000000\n".repeat(5000);
-        for records in [vec![&b"a b=1i 1\n"[..], b"c d=2 2\n"], vec![], vec![big.as_bytes(), b"x y=1 3\n"]] {
-            for _ in 0..2 {
-                let mut out = Vec::new();
-                gzip(&mut c, &records, &mut out).unwrap();
-                let mut text = Vec::new();
-                flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut text).unwrap();
-                assert_eq!(text, records.concat());
-            }
-        }
-    }
-
-    #[test]
     fn error_texts() {
         assert_eq!(error_text(br#"{"error":"database not found: \"x\""}"#), "database not found: \"x\"");
         assert_eq!(error_text(br#"{"code":"invalid","message":"bad line"}"#), "bad line");
@@ -462,22 +389,5 @@ mod tests {
         );
         assert_eq!(t.write_url(), "https://x/influx/api/v2/write?org=o%261&bucket=b&precision=s");
         assert_eq!(t.authorization.as_deref(), Some("Token tok"));
-    }
-
-    /// A large (catch-up) body is not kept after its write, answered or not; a small one is.
-    #[test]
-    fn a_large_body_is_let_go_after_its_write() {
-        // A loopback port nothing listens on: the write fails at once.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
-        let api = Api::V2 { org: "o".into(), bucket: "b".into(), token: None };
-        let target =
-            Target { base_url: format!("http://127.0.0.1:{port}"), api, gzip: false, timeout: Duration::from_secs(1) };
-        let mut t = HttpTransport::new("influxdb", &target);
-        let line = b"cpu,host=h user=1 1700000000\n".repeat(100);
-        assert!(t.send(&[&line]).is_err());
-        assert!(t.body.capacity() >= line.len(), "a small body's buffer is kept");
-        let big = vec![&line[..]; 1 + KEEP_BODY / line.len()];
-        assert!(t.send(&big).is_err());
-        assert_eq!(t.body.capacity(), 0);
     }
 }

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flate2::{Compress, Compression};
-
 use badger_api::throttle::LogThrottle;
 use badger_formats::otlp::partial_success;
 use badger_outbox::{SendError, Transport};
+
+use crate::http_client::Body;
 
 /// How much of an answer's body is read (an error text, or a partial success).
 const MAX_ANSWER: u64 = 64 * 1024;
@@ -51,10 +51,9 @@ pub struct HttpTransport {
     agent: ureq::Agent,
     url: String,
     headers: Vec<(String, String)>,
-    deflate: Option<Compress>,
     timeout: Duration,
     deadline: Option<Instant>,
-    body: Vec<u8>,
+    body: Body,
     /// `Retry-After` of the last answer that asked for a retry.
     retry_after: Option<Duration>,
     /// Data points a collector accepted the request of but dropped (`partial_success`).
@@ -75,10 +74,9 @@ impl HttpTransport {
             agent,
             url: target.url.clone(),
             headers: target.headers.clone(),
-            deflate: target.gzip.then(|| Compress::new(Compression::fast(), false)),
             timeout: target.timeout,
             deadline: None,
-            body: Vec::new(),
+            body: Body::new(target.gzip),
             retry_after: None,
             partial_rejected: Arc::new(AtomicU64::new(0)),
             partial_log: LogThrottle::default(),
@@ -120,10 +118,10 @@ impl HttpTransport {
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        if self.deflate.is_some() {
+        if self.body.gzipped() {
             req = req.header("Content-Encoding", "gzip");
         }
-        match req.send(&self.body[..]) {
+        match req.send(&self.body.bytes[..]) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = resp
@@ -180,14 +178,10 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn send(&mut self, records: &[&[u8]]) -> Result<(), SendError> {
         self.retry_after = None;
-        self.body.clear();
-        match &mut self.deflate {
-            Some(c) => crate::influxdb::http::gzip(c, records, &mut self.body)
-                .map_err(|e| SendError::Retry(format!("compressing the body: {e}")))?,
-            // Encoded requests one after the other are one request holding them all.
-            None => records.iter().for_each(|r| self.body.extend_from_slice(r)),
-        }
+        // Encoded requests one after the other are one request holding them all.
+        self.body.fill(records).map_err(|e| SendError::Retry(format!("compressing the body: {e}")))?;
         let answer = self.post();
+        self.body.trim();
         self.judge(answer)
     }
 }

@@ -72,7 +72,7 @@ pub struct Request<'a> {
 /// An HTTP client for scrapes (no error on 4xx/5xx: they are looked at).
 pub fn agent(timeout: Duration) -> ureq::Agent {
     badger_api::http_client::agent(
-        ureq::Agent::config_builder()
+        badger_api::http_client::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))

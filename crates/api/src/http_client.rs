@@ -4,6 +4,12 @@
 //! and with a timeout set its default resolver does each lookup on a thread of its own, an IP
 //! address included: a thread started and ended for every write or scrape. [`Resolver`]
 //! uses an IP address as it is and keeps a name's addresses for `RESOLVE_TTL`.
+//!
+//! ureq gives each connection an input and an output buffer of 128 KiB, zeroed when first
+//! used and so resident for as long as the connection stays in the pool: 256 KiB for every
+//! server an emitter or a scrape keeps a connection to. [`config_builder`] makes them
+//! [`BUFFER_BYTES`] each; bodies stream through them in pieces, so only headers must fit,
+//! and a response header is bounded by [`MAX_RESPONSE_HEADER`] (ureq's default is 64 KiB).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -60,7 +66,24 @@ fn literal(uri: &ureq::http::Uri) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// An agent with `config` and [`Resolver`] (ureq's default connector: TCP, TLS).
+/// Bytes of each of a connection's two buffers: what is read or written in one piece.
+pub const BUFFER_BYTES: usize = 16 * 1024;
+
+/// The largest response header (status line and headers) accepted; a bigger one fails the
+/// request ("response header too large"). The servers badger writes to and scrapes answer
+/// with a few hundred bytes; 8 KiB is the request-header limit of nginx and Apache.
+pub const MAX_RESPONSE_HEADER: usize = 8 * 1024;
+
+/// ureq's config builder with badger's buffer sizes: where every client's config starts.
+pub fn config_builder() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
+        .input_buffer_size(BUFFER_BYTES)
+        .output_buffer_size(BUFFER_BYTES)
+        .max_response_header_size(MAX_RESPONSE_HEADER)
+}
+
+/// An agent with `config` (start it from [`config_builder`]) and [`Resolver`] (ureq's
+/// default connector: TCP, TLS).
 pub fn agent(config: ureq::config::Config) -> ureq::Agent {
     ureq::Agent::with_parts(config, DefaultConnector::default(), Resolver::default())
 }
@@ -76,6 +99,59 @@ mod tests {
         let after = ureq::unversioned::transport::time::Duration::Exact(Duration::from_secs(1));
         let timeout = NextTimeout { after, reason: ureq::Timeout::Resolve, ..NextTimeout::default() };
         r.resolve(&uri, &config, timeout).unwrap().to_vec()
+    }
+
+    /// Serves one connection on loopback: reads a request (its headers and a body of
+    /// `Content-Length` bytes), writes `answer`; the thread's result is the request's body.
+    fn serve_once(answer: Vec<u8>) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut want = None;
+            loop {
+                if want.is_none() {
+                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                        let len = head.lines().find_map(|l| l.strip_prefix("content-length: ")?.parse().ok());
+                        got.drain(..end + 4);
+                        want = Some(len.unwrap_or(0));
+                    }
+                }
+                if want.is_some_and(|n| got.len() >= n) {
+                    break;
+                }
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(&answer);
+            got
+        });
+        (port, server)
+    }
+
+    #[test]
+    fn bodies_stream_through_the_small_buffers_and_a_huge_response_header_fails() {
+        let agent = agent(config_builder().timeout_global(Some(Duration::from_secs(5))).build());
+        let body: Vec<u8> = (0..20 * BUFFER_BYTES).map(|i| (i % 251) as u8).collect();
+        let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        answer.extend_from_slice(&body);
+        let (port, server) = serve_once(answer);
+        let mut r = agent.post(format!("http://127.0.0.1:{port}/")).send(&body[..3 * BUFFER_BYTES + 1]).unwrap();
+        assert_eq!(r.body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap(), body);
+        assert_eq!(server.join().unwrap(), body[..3 * BUFFER_BYTES + 1]);
+
+        let header = format!("X-Big: {}\r\n", "x".repeat(MAX_RESPONSE_HEADER));
+        let (port, _server) = serve_once(format!("HTTP/1.1 204 No Content\r\n{header}\r\n").into_bytes());
+        match agent.get(format!("http://127.0.0.1:{port}/")).call() {
+            Err(ureq::Error::LargeResponseHeader(..)) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
