@@ -75,13 +75,19 @@ impl Body {
     }
 
     /// After a send: lets the buffer and the deflate state go if the body was larger than
-    /// [`KEEP_BODY`] (the outbox returns freed memory to the kernel once it has drained).
+    /// [`KEEP_BODY`], and hands their pages back to the kernel at once, before the next
+    /// body's deflate state is carved out of the same, still resident, memory.
     pub fn trim(&mut self) {
+        let mut freed = false;
         if self.bytes.capacity() > KEEP_BODY {
             self.bytes = Vec::new();
+            freed = true;
         }
-        if self.plain_len > KEEP_BODY {
-            self.deflate = None;
+        if self.plain_len > KEEP_BODY && self.deflate.take().is_some() {
+            freed = true;
+        }
+        if freed {
+            badger_api::memory::release_free_memory();
         }
     }
 }

@@ -14,6 +14,7 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// The most of its gathering buffer the TCP connection keeps between sends. A steady-state
 /// send is one tick's record, a few kilobytes; the catch-up sends after an outage fill whole
 /// chunks, and a buffer kept at that size would stay resident after the backlog has drained.
+/// A larger one is let go after the send and its pages handed back to the kernel.
 const KEEP_BUF: usize = 16 * 1024;
 
 /// Where carbon listens, and how long one connect or write may take.
@@ -138,6 +139,7 @@ impl Transport for TcpLink {
         });
         if self.buf.capacity() > KEEP_BUF {
             self.buf = Vec::new();
+            badger_api::memory::release_free_memory();
         }
         written
     }
