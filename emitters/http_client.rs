@@ -2,9 +2,8 @@
 //! every status an answer (not an error), no redirects (a write is never replayed elsewhere),
 //! one timeout for the whole request, `badger/<version>` as user agent, TLS verified
 //! against the platform's trust store or the given certificates, and names resolved by
-//! `badger_api::http_client::Resolver` (no thread per request), buffers of
-//! `badger_api::http_client::BUFFER_BYTES`; and [`Body`], the request body they build and
-//! gzip.
+//! `badger_api::http_client::Resolver` (no thread per request) with its small connection
+//! buffers; and [`Body`], the request body they build and gzip.
 
 use std::sync::Arc;
 
@@ -17,14 +16,13 @@ pub(crate) fn agent(timeout: std::time::Duration, ca: Option<&Vec<ureq::tls::Cer
         None => ureq::tls::RootCerts::PlatformVerifier,
     };
     let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
-    let config = badger_api::http_client::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .max_redirects_will_error(false)
         .timeout_global(Some(timeout))
         .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
-        .build();
+        .tls_config(tls);
     badger_api::http_client::agent(config)
 }
 

@@ -191,7 +191,7 @@ fn build(ctx: &EmitterContext, conf: &PluginConf) -> Result<Box<dyn Emitter>, Bu
         grouping_segment(&mut target, k, v);
     }
     let agent = badger_api::http_client::agent(
-        badger_api::http_client::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build(),
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false),
     );
     let stats = Arc::new(PushStats::default());
     let source: Arc<dyn Source> = stats.clone();

@@ -72,11 +72,10 @@ pub struct Request<'a> {
 /// An HTTP client for scrapes (no error on 4xx/5xx: they are looked at).
 pub fn agent(timeout: Duration) -> ureq::Agent {
     badger_api::http_client::agent(
-        badger_api::http_client::config_builder()
+        ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
-            .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION")))
-            .build(),
+            .user_agent(concat!("badger/", env!("CARGO_PKG_VERSION"))),
     )
 }
 

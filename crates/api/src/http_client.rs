@@ -7,7 +7,7 @@
 //!
 //! ureq gives each connection an input and an output buffer of 128 KiB, zeroed when first
 //! used and so resident for as long as the connection stays in the pool: 256 KiB for every
-//! server an emitter or a scrape keeps a connection to. [`config_builder`] makes them
+//! server an emitter or a scrape keeps a connection to. [`agent`] makes them
 //! [`BUFFER_BYTES`] each; bodies stream through them in pieces, so only headers must fit,
 //! and a response header is bounded by [`MAX_RESPONSE_HEADER`] (ureq's default is 64 KiB).
 
@@ -74,17 +74,14 @@ pub const BUFFER_BYTES: usize = 16 * 1024;
 /// with a few hundred bytes; 8 KiB is the request-header limit of nginx and Apache.
 pub const MAX_RESPONSE_HEADER: usize = 8 * 1024;
 
-/// ureq's config builder with badger's buffer sizes: where every client's config starts.
-pub fn config_builder() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-    ureq::Agent::config_builder()
+/// An agent with `config`, badger's buffer sizes ([`BUFFER_BYTES`],
+/// [`MAX_RESPONSE_HEADER`]) and [`Resolver`] (ureq's default connector: TCP, TLS).
+pub fn agent(config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>) -> ureq::Agent {
+    let config = config
         .input_buffer_size(BUFFER_BYTES)
         .output_buffer_size(BUFFER_BYTES)
         .max_response_header_size(MAX_RESPONSE_HEADER)
-}
-
-/// An agent with `config` (start it from [`config_builder`]) and [`Resolver`] (ureq's
-/// default connector: TCP, TLS).
-pub fn agent(config: ureq::config::Config) -> ureq::Agent {
+        .build();
     ureq::Agent::with_parts(config, DefaultConnector::default(), Resolver::default())
 }
 
@@ -137,7 +134,7 @@ mod tests {
 
     #[test]
     fn bodies_stream_through_the_small_buffers_and_a_huge_response_header_fails() {
-        let agent = agent(config_builder().timeout_global(Some(Duration::from_secs(5))).build());
+        let agent = agent(ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))));
         let body: Vec<u8> = (0..20 * BUFFER_BYTES).map(|i| (i % 251) as u8).collect();
         let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         answer.extend_from_slice(&body);
