@@ -11,6 +11,11 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 fn main() -> std::io::Result<()> {
+    // Run again by gcc as the release link's -wrapper (see link_order): the data layout.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--data-order") {
+        std::process::exit(badger_linkorder::wrapper(&args));
+    }
     println!("cargo:rerun-if-changed=build.rs");
     link_order();
     // OUT_DIR is target/<profile>/build/badger-<hash>/out.
@@ -76,6 +81,39 @@ fn link_order() {
         // Names that a later change removed are skipped, not reported one by one.
         println!("cargo:rustc-link-arg-bin=badger=-Wl,--no-warn-symbol-ordering");
     }
+    data_order();
+}
+
+/// Release builds also place the constants the agent reads every tick first, in the order of
+/// `packaging/data-order.txt` (regenerated with the symbol order): this build script, run
+/// again as gcc's `-wrapper` of the link step, matches the LTO object's sections against that
+/// file by content and links with the linker script it writes (crates/linkorder says how and
+/// why). gcc only: another linker driver set for the target (`RUSTC_LINKER`) skips it, as do
+/// `BADGER_NO_SYMBOL_ORDER=1` and a path with a comma (gcc splits -wrapper's argument on
+/// commas). `BADGER_DATA_DUMP=PATH` (scripts/symbol-order.sh) also writes the object's
+/// sections to PATH and the link map to PATH.map.
+fn data_order() {
+    println!("cargo:rerun-if-changed=packaging/data-order.txt");
+    println!("cargo:rerun-if-env-changed=BADGER_DATA_DUMP");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    let driver = std::env::var("RUSTC_LINKER").unwrap_or_default();
+    let driver = driver.rsplit('/').next().unwrap_or_default();
+    if !(driver.is_empty() || driver == "cc" || driver.ends_with("gcc")) {
+        return;
+    }
+    let order = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("packaging/data-order.txt");
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut wrapper = format!("{},--data-order,{}", exe.display(), order.display());
+    let dump = std::env::var("BADGER_DATA_DUMP").unwrap_or_default();
+    if !dump.is_empty() {
+        wrapper.push_str(&format!(",--dump,{dump}"));
+        println!("cargo:rustc-link-arg-bin=badger=-Wl,-Map={dump}.map");
+    }
+    if (!order.is_file() && dump.is_empty()) || wrapper.matches(',').count() != if dump.is_empty() { 2 } else { 4 } {
+        return;
+    }
+    println!("cargo:rustc-link-arg-bin=badger=-wrapper");
+    println!("cargo:rustc-link-arg-bin=badger={wrapper}");
 }
 
 /// The minor version of the rustc that builds this (`1.95.0` → 95).

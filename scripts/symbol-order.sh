@@ -1,57 +1,83 @@
 #!/usr/bin/env bash
-# Regenerates packaging/symbol-order.txt, the link order of the release binary's functions.
+# Regenerates packaging/symbol-order.txt and packaging/data-order.txt, the link order of the
+# release binary's functions and of its constants.
 #
 #   scripts/symbol-order.sh [SECONDS]
 #
-# The agent touches a few hundred kilobytes of a 6 MB text segment, but the kernel maps the
-# 64 KiB around every page fault of a file mapping, so code spread over the whole segment
-# costs its whole spread in RSS. build.rs hands this file to the linker (lld's
-# --symbol-ordering-file) for release builds, which places the listed functions first, in
-# this order: what the stock agent (the six modules and stdout, as scripts/bench-agent.sh
-# runs it) runs every tick, hottest first, then once at start-up; then, likewise, what the
-# sample config adds (internal, stdout_pretty); then what a production agent runs besides:
-# the influxdb, graphite, kafka and prometheus emitters against real servers on loopback,
-# when influxd, carbon-cache and tansu are installed (scripts/test.sh installs them), with
-# influxd and carbon stopped for 8 s in the middle, so that an outage's code (buffering,
-# the spool, reconnecting, draining) is in the order too. Everything else (the Pulse server,
-# TLS, other emitters) follows, untouched unless configured.
+# The agent touches a few hundred kilobytes of a 6 MB text segment and a few kilobytes of
+# 1.1 MB of constants, but the kernel maps the 64 KiB around every page fault of a file
+# mapping, so code or data spread over the whole binary costs its whole spread in RSS.
+# build.rs hands symbol-order.txt to the linker (lld's --symbol-ordering-file) for release
+# builds, which places the listed functions first, in this order: what the stock agent (the
+# six modules and stdout, as scripts/bench-agent.sh runs it) runs every tick, hottest first,
+# then in its first ticks only, then at start-up; then, likewise, what the sample config adds
+# (internal, stdout_pretty); then what a production agent runs besides: the influxdb,
+# graphite, kafka and prometheus emitters against real servers on loopback, when influxd,
+# carbon-cache and tansu are installed (scripts/test.sh installs them), with influxd and
+# carbon stopped for 8 s in the middle, so that an outage's code (buffering, the spool,
+# reconnecting, draining) is in the order too. Everything else (the Pulse server, TLS, other
+# emitters) follows, untouched unless configured. data-order.txt lists the constants the same
+# agents read, in the same order of phases, by content (crates/linkorder says why and how the
+# link uses it).
 #
 # How: an unstripped release build (in target/order, BADGER_KEEP_SYMBOLS=1: the same profile,
-# so the same symbol names) runs under valgrind's callgrind for SECONDS (default 20) per
-# config; a dump after start-up splits start-up from steady state. The file lists mangled
-# symbol names, one per line. A stale file is harmless: names that no longer exist are
-# skipped (the build passes --no-warn-symbol-ordering), so the layout only degrades until
-# this is re-run. Re-run it after a change to the profile, the features or the tick path,
-# and commit the result.
+# so the same symbol names; BADGER_DATA_DUMP: its link map and its sections' content keys)
+# runs under valgrind's callgrind for SECONDS (default 20) per config, dumping the profile
+# after each release of the start-up pages (badger_api::memory::ExecutablePages::release:
+# after start-up, and a few ticks in), which splits start-up, first ticks and steady state.
+# Then under valgrind's lackey, whose trace of data reads, split at the same calls, gives the
+# constants each phase reads. symbol-order.txt lists mangled symbol names, one per line;
+# data-order.txt content keys. Stale files are harmless: names that no longer exist are
+# skipped (the build passes --no-warn-symbol-ordering) and keys that no longer match place
+# nothing, so the layout only degrades until this is re-run. Re-run it after a change to the
+# profile, the features or the tick path, and commit both files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${1:-20}
 OUT=packaging/symbol-order.txt
+DATA_OUT=packaging/data-order.txt
 command -v valgrind >/dev/null || { echo "symbol-order: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 
 # The same profile as the release build (so the same symbol names), linked without --strip-all.
-BADGER_KEEP_SYMBOLS=1 CARGO_TARGET_DIR="$PWD/target/order" cargo build --release --locked -q
+DUMP="$PWD/target/order/data-sections"
+BADGER_KEEP_SYMBOLS=1 BADGER_DATA_DUMP="$DUMP" CARGO_TARGET_DIR="$PWD/target/order" cargo build --release --locked -q
 BIN="$PWD/target/order/release/badger"
+# Where the start-up pages are released: the profiles' phase boundaries.
+RELEASE_FN=$(nm "$BIN" | awk '$3 ~ /15ExecutablePages7release/ && !f {print $1, $3; f = 1}')
+[ -n "$RELEASE_FN" ] || { echo "symbol-order: no ExecutablePages::release in $BIN" >&2; exit 1; }
+RELEASE_AT=$(printf '%x' "0x${RELEASE_FN%% *}")
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 BADGER_BIN=$BIN bench_init badger-order
 
-# usage: profile NAME CONFIG_DIR [DURING] -> NAME.cg.1 (start-up) and NAME.cg (steady state)
-# in $WORK; DURING, a function, runs instead of the plain SECONDS of steady state
+# usage: profile NAME CONFIG_DIR [DURING] -> in $WORK: NAME.cg.1 (start-up), NAME.cg.2 (first
+# ticks), NAME.cg (steady state), from callgrind; NAME.trace, lackey's data reads of the
+# binary's constants with a line "I  <address>" at each release; DURING, a function, runs
+# instead of the plain SECONDS of steady state
 profile() {
-    local name=$1 dir=$2 during=${3:-} vp
-    (cd "$dir" && exec valgrind --tool=callgrind --demangle=no --dump-instr=no \
-        --callgrind-out-file="$WORK/$name.cg" "$BIN" -f config.json >/dev/null 2>"$WORK/$name.log") &
-    vp=$!
-    BENCH_PIDS+=("$vp")
-    # Start-up under callgrind takes a few seconds; the first dump closes it.
-    sleep 8
-    callgrind_control -d "$vp" >/dev/null
-    if [ -n "$during" ]; then "$during"; else sleep "$SECONDS_RUN"; fi
-    kill -TERM "$vp"
-    wait "$vp" || true
-    ls "$WORK/$name.cg.1" "$WORK/$name.cg" >/dev/null
+    local name=$1 dir=$2 during=${3:-} vp tool
+    for tool in callgrind lackey; do
+        if [ $tool = callgrind ]; then
+            (cd "$dir" && exec valgrind --tool=callgrind --demangle=no --dump-instr=no \
+                --dump-after="${RELEASE_FN#* }" \
+                --callgrind-out-file="$WORK/$name.cg" "$BIN" -f config.json >/dev/null 2>"$WORK/$name.log") &
+        else
+            # Data reads in 0x200000-0x9fffff (the position-dependent binary's image), filtered
+            # as they stream; the exact ranges are the map's.
+            (cd "$dir" && exec valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$BIN" -f config.json \
+                9>&1 >/dev/null 2>>"$WORK/$name.log" \
+                | LC_ALL=C grep -E "^ [LM] 00[2-9][0-9a-f]{5},|^I  0*${RELEASE_AT}," >"$WORK/$name.trace") &
+        fi
+        vp=$!
+        BENCH_PIDS+=("$vp")
+        # Start-up under valgrind takes a few seconds.
+        sleep 8
+        if [ -n "$during" ]; then "$during"; else sleep "$SECONDS_RUN"; fi
+        pkill -TERM -f -- "--tool=$tool .*$BIN" || true
+        wait "$vp" || true
+    done
+    ls "$WORK/$name.cg.1" "$WORK/$name.cg" "$WORK/$name.trace" >/dev/null
 }
 
 # The stock six modules with stdout (what scripts/bench-agent.sh measures: every tick on the
@@ -71,6 +97,7 @@ profile stock "$WORK/stock"
 profile sample "$WORK/sample"
 
 PROFILES=("$WORK/stock.cg" "$WORK/sample.cg")
+TRACES=("$WORK/stock.trace" "$WORK/sample.trace")
 if command -v influxd >/dev/null && command -v carbon-cache >/dev/null && [ -x "$(tansu_bin 2>/dev/null)" ]; then
     start_production "$WORK/prod" "$WORK/spool"
     ( for _ in $(seq 1 $((SECONDS_RUN + 10))); do curl -s -o /dev/null "http://127.0.0.1:$PROM_PORT/metrics"; sleep 1; done ) &
@@ -88,12 +115,13 @@ if command -v influxd >/dev/null && command -v carbon-cache >/dev/null && [ -x "
     }
     profile prod "$WORK/prod" outage
     PROFILES+=("$WORK/prod.cg")
+    TRACES+=("$WORK/prod.trace")
 else
     echo "symbol-order: influxd, carbon-cache or tansu missing: the production emitters are left out" >&2
 fi
 
 python3 - "$BIN" "$OUT" "${PROFILES[@]}" <<'PY'
-import re, sys
+import os, re, sys
 
 def self_costs(path, binary):
     """Self cost of every function of `binary` in one callgrind dump."""
@@ -168,10 +196,55 @@ for i, p in enumerate(profiles):
     counts.append(f"{add(self_costs(p, binary))} steady-state ({p.rsplit('/', 1)[-1]})")
     if i == 0:
         counts.append(f"{add(named(AGAIN))} run again after start-up")
+    if os.path.exists(p + ".2"):
+        counts.append(f"{add(self_costs(p + '.2', binary))} first ticks ({p.rsplit('/', 1)[-1]})")
     counts.append(f"{add(self_costs(p + '.1', binary))} start-up ({p.rsplit('/', 1)[-1]})")
     if i == 0:
         counts.append(f"{add(named(MISSED))} missed by the profile")
 with open(out, "w") as o:
     o.write("".join(f + "\n" for f in order))
 print(f"symbol-order: {', '.join(counts)} functions -> {out}")
+PY
+
+# The constants: each trace's data reads, mapped to the input sections of the link map and
+# from there to their content keys (the build's dump), ordered like the functions: the stock
+# agent's steady state (most read first), first ticks and start-up, then the other configs'.
+python3 - "$DUMP" "$DUMP.map" "$DATA_OUT" "${TRACES[@]}" <<'PY'
+import bisect, re, sys
+
+dump, link_map, out, traces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+keys = dict(line.rstrip("\n").split("\t") for line in open(dump))
+sections = []  # (address, size, name) of the LTO object's orderable input sections
+for line in open(link_map):
+    m = re.match(r"\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S*\.rcgu\.o:\((.*)\)$", line)
+    if m and m.group(3) in keys:
+        sections.append((int(m.group(1), 16), int(m.group(2), 16), m.group(3)))
+sections.sort()
+starts = [s[0] for s in sections]
+
+order, seen, counts = [], set(), []
+for t in traces:
+    phases = [{}, {}, {}]  # start-up, first ticks, steady state: name -> reads
+    phase = 0
+    for line in open(t):
+        if line[0] == "I":
+            phase = min(phase + 1, 2)
+            continue
+        addr = int(line[3:].split(",")[0], 16)
+        i = bisect.bisect_right(starts, addr) - 1
+        if i >= 0 and addr < sections[i][0] + sections[i][1]:
+            name = sections[i][2]
+            phases[phase][name] = phases[phase].get(name, 0) + 1
+    for label, reads in (("steady-state", phases[2]), ("first ticks", phases[1]), ("start-up", phases[0])):
+        new = [k for _, k in sorted(((-n, keys[name]) for name, n in reads.items())) if k not in seen]
+        # identical constants share a key: one line places them all
+        new = list(dict.fromkeys(new))
+        order.extend(new)
+        seen.update(new)
+        counts.append(f"{len(new)} {label} ({t.rsplit('/', 1)[-1]})")
+with open(out, "w") as o:
+    o.write("# The release binary's constants, hottest first, by content: <kind> <size> <crc32>.\n")
+    o.write("# Generated by scripts/symbol-order.sh; crates/linkorder says how the link uses it.\n")
+    o.write("".join(k + "\n" for k in order))
+print(f"data-order: {', '.join(counts)} sections -> {out}")
 PY
