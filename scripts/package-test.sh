@@ -31,6 +31,12 @@ echo "packages: $DEB ($(stat -c %s "$DEB") bytes), $RPM ($(stat -c %s "$RPM") by
 
 fail() { echo "package test FAILED: $*" >&2; exit 1; }
 
+echo "==> release layout: the constants in link order (crates/linkorder, packaging/data-order.txt)"
+readelf -SW target/release/badger > target/release-sections.txt
+grep -q ' \.rodata\.hot ' target/release-sections.txt || fail "no .rodata.hot: the release link fell back to the default layout"
+ls -t target/release/deps/badger-*.data-order.ld > target/data-order-scripts.txt
+head -1 "$(head -1 target/data-order-scripts.txt)"
+
 echo "==> .deb: install, run as badger, files, purge"
 # (outputs go to files first: `cmd | grep -q` fails under pipefail when grep exits early)
 dpkg-deb -I "$DEB" > target/deb-info.txt
