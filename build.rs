@@ -88,17 +88,19 @@ fn link_order() {
 /// `packaging/data-order.txt` (regenerated with the symbol order): this build script, run
 /// again as gcc's `-wrapper` of the link step, matches the LTO object's sections against that
 /// file by content and links with the linker script it writes (crates/linkorder says how and
-/// why). gcc only: another linker driver set for the target (`RUSTC_LINKER`) skips it, as do
-/// `BADGER_NO_SYMBOL_ORDER=1` and a path with a comma (gcc splits -wrapper's argument on
-/// commas). `BADGER_DATA_DUMP=PATH` (scripts/symbol-order.sh) also writes the object's
+/// why). gcc only: a linker driver (`cc`, or the target's `RUSTC_LINKER`) that is not gcc
+/// (clang has no -wrapper) skips it, as do `BADGER_NO_SYMBOL_ORDER=1` and a path with a
+/// comma (gcc splits -wrapper's argument on commas). `BADGER_DATA_DUMP=PATH` (scripts/symbol-order.sh) also writes the object's
 /// sections to PATH and the link map to PATH.map.
 fn data_order() {
     println!("cargo:rerun-if-changed=packaging/data-order.txt");
     println!("cargo:rerun-if-env-changed=BADGER_DATA_DUMP");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
-    let driver = std::env::var("RUSTC_LINKER").unwrap_or_default();
-    let driver = driver.rsplit('/').next().unwrap_or_default();
-    if !(driver.is_empty() || driver == "cc" || driver.ends_with("gcc")) {
+    let driver = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".to_owned());
+    let version = std::process::Command::new(&driver).arg("--version").output();
+    let gcc = version
+        .is_ok_and(|v| v.status.success() && String::from_utf8_lossy(&v.stdout).contains("Free Software Foundation"));
+    if !gcc {
         return;
     }
     let order = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("packaging/data-order.txt");
