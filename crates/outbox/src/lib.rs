@@ -507,6 +507,15 @@ impl Outbox {
             }
     }
 
+    /// The spool's write buffer capacity, 0 without a spool (tests).
+    #[cfg(test)]
+    fn spool_scratch_capacity(&self) -> usize {
+        match &self.spool {
+            SpoolState::Open(s) => s.scratch_capacity(),
+            _ => 0,
+        }
+    }
+
     /// Everything was sent: the outage is over and the spool is emptied.
     fn drained(&mut self) {
         let after_outage = std::mem::take(&mut self.outage);

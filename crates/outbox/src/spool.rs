@@ -546,14 +546,22 @@ impl Spool {
         Some((s.id, s.records, s.points))
     }
 
-    /// Deletes everything (called when every record was sent).
+    /// Deletes everything (called when every record was sent), and lets the write buffer
+    /// go: it grew to the largest record of the outage, and only the next outage writes.
     pub fn reset(&mut self) {
         while !self.segs.is_empty() {
             self.remove_front();
         }
+        self.scratch = Vec::new();
         self.read_seg = self.next_id;
         self.read_off = 0;
         self.save_head();
+    }
+
+    /// The write buffer's capacity (tests: it is let go once the spool is emptied).
+    #[cfg(test)]
+    pub(crate) fn scratch_capacity(&self) -> usize {
+        self.scratch.capacity()
     }
 
     /// Flushes the segment being written to the disk.

@@ -604,6 +604,23 @@ fn memory_stays_within_buffer_bytes_while_the_spool_holds_more() {
 }
 
 #[test]
+fn a_drained_outage_lets_the_spools_write_buffer_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = OutboxConfig { buffer_bytes: 4096, ..spool_cfg(tmp.path()) };
+    let (mut ob, clock) = outbox(&cfg);
+    let mut t = Fake::new(Mode::Fail);
+    for i in 0..20 {
+        ob.push(rec(&format!("r{i}"), 3000), 1);
+        ob.pump(&mut t);
+    }
+    assert!(ob.spool_scratch_capacity() >= 3000, "the outage's records went through the spool");
+    t.mode = Mode::Ok;
+    drain(&mut ob, &mut t, &clock);
+    assert_eq!(names(&t.delivered()), seq("r", 0..20));
+    assert_eq!(ob.spool_scratch_capacity(), 0);
+}
+
+#[test]
 fn a_second_outbox_waits_for_the_spool_and_sends_its_records_first() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = spool_cfg(tmp.path());
