@@ -90,8 +90,9 @@ fn link_order() {
 /// file by content and links with the linker script it writes (crates/linkorder says how and
 /// why). gcc only: a linker driver (`cc`, or the target's `RUSTC_LINKER`) that is not gcc
 /// (clang has no -wrapper) skips it, as do `BADGER_NO_SYMBOL_ORDER=1` and a path with a
-/// comma (gcc splits -wrapper's argument on commas). `BADGER_DATA_DUMP=PATH` (scripts/symbol-order.sh) also writes the object's
-/// sections to PATH and the link map to PATH.map.
+/// comma (gcc splits -wrapper's argument on commas). `BADGER_DATA_DUMP=PATH`
+/// (scripts/symbol-order.sh) also writes the object's sections to PATH and the link map to
+/// PATH.map.
 fn data_order() {
     println!("cargo:rerun-if-changed=packaging/data-order.txt");
     println!("cargo:rerun-if-env-changed=BADGER_DATA_DUMP");
@@ -100,19 +101,17 @@ fn data_order() {
     let version = std::process::Command::new(&driver).arg("--version").output();
     let gcc = version
         .is_ok_and(|v| v.status.success() && String::from_utf8_lossy(&v.stdout).contains("Free Software Foundation"));
-    if !gcc {
+    let order = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("packaging/data-order.txt");
+    let dump = std::env::var("BADGER_DATA_DUMP").unwrap_or_default();
+    let Ok(exe) = std::env::current_exe() else { return };
+    let (exe, order_path) = (exe.display().to_string(), order.display().to_string());
+    if !gcc || (!order.is_file() && dump.is_empty()) || [&exe, &order_path, &dump].iter().any(|p| p.contains(',')) {
         return;
     }
-    let order = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("packaging/data-order.txt");
-    let Ok(exe) = std::env::current_exe() else { return };
-    let mut wrapper = format!("{},--data-order,{}", exe.display(), order.display());
-    let dump = std::env::var("BADGER_DATA_DUMP").unwrap_or_default();
+    let mut wrapper = format!("{exe},--data-order,{order_path}");
     if !dump.is_empty() {
         wrapper.push_str(&format!(",--dump,{dump}"));
         println!("cargo:rustc-link-arg-bin=badger=-Wl,-Map={dump}.map");
-    }
-    if (!order.is_file() && dump.is_empty()) || wrapper.matches(',').count() != if dump.is_empty() { 2 } else { 4 } {
-        return;
     }
     println!("cargo:rustc-link-arg-bin=badger=-wrapper");
     println!("cargo:rustc-link-arg-bin=badger={wrapper}");

@@ -238,7 +238,7 @@ starts = [s[0] for s in sections]
 RARE_DATA = "6dragon"
 
 order, seen, counts = [], set(), []
-for n, t in enumerate(traces):
+for trace_no, t in enumerate(traces):
     phases = [{}, {}, {}]  # start-up, first ticks, steady state: name -> reads
     phase = 0
     for line in open(t):
@@ -251,13 +251,13 @@ for n, t in enumerate(traces):
             name = sections[i][2]
             phases[phase][name] = phases[phase].get(name, 0) + 1
     for label, reads in (("steady-state", phases[2]), ("first ticks", phases[1]), ("start-up", phases[0])):
-        new = [k for _, k in sorted(((-n, keys[name]) for name, n in reads.items())) if k not in seen]
+        new = [k for _, k in sorted(((-reads[name], keys[name]) for name in reads)) if k not in seen]
         # identical constants share a key: one line places them all
         new = list(dict.fromkeys(new))
         order.extend(new)
         seen.update(new)
         counts.append(f"{len(new)} {label} ({t.rsplit('/', 1)[-1]})")
-        if n == 0 and label == "steady-state":
+        if trace_no == 0 and label == "steady-state":
             rare = [keys[name] for _, _, name in sections if RARE_DATA in name and keys[name] not in seen]
             order.extend(dict.fromkeys(rare))
             seen.update(rare)

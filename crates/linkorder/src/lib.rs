@@ -27,9 +27,9 @@
 //! itself does; `crc32fast` is the checksum the workspace already uses (badger-outbox).
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionFlags, SymbolKind};
@@ -241,15 +241,9 @@ pub fn wrapper(args: &[OsString]) -> i32 {
 
 /// Writes the linker script for the link `args` (next to its `-o` output), or returns `None`
 /// when there is nothing to order.
-fn layout(
-    args: &[OsString],
-    order_file: Option<&Path>,
-    dump: Option<&Path>,
-) -> Result<Option<std::path::PathBuf>, String> {
-    let objects: Vec<&OsString> = args
-        .iter()
-        .filter(|a| Path::new(a).extension() == Some(OsStr::new("o")) && a.to_string_lossy().ends_with(".rcgu.o"))
-        .collect();
+fn layout(args: &[OsString], order_file: Option<&Path>, dump: Option<&Path>) -> Result<Option<PathBuf>, String> {
+    // rustc's objects (the LTO one, with every Rust constant), not the C libraries' archives.
+    let objects: Vec<&OsString> = args.iter().filter(|a| a.to_string_lossy().ends_with(".rcgu.o")).collect();
     let output = args.iter().zip(args.iter().skip(1)).find(|(flag, _)| *flag == "-o").map(|(_, out)| Path::new(out));
     let mut all = Vec::new();
     for o in &objects {
@@ -272,7 +266,7 @@ fn layout(
     }
     let mut path = output.as_os_str().to_owned();
     path.push(".data-order.ld");
-    let path = std::path::PathBuf::from(path);
+    let path = PathBuf::from(path);
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some(path))
 }
