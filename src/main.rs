@@ -37,6 +37,9 @@ fn main() {
     } else if cli.once {
         scheduler::probe(&path, &reg, log_level, Probe::Once)
     } else {
+        // The command line is parsed: the first step of the agent's start-up
+        // (badger_api::memory::ExecutablePages says why).
+        badger_api::memory::release_start_up_pages();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
             Ok(s) => s,

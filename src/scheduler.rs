@@ -18,7 +18,6 @@ use crate::agent::{Agent, LogThrottle};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LoadError, Registries, Source};
 use crate::plan::{default_emitter, plan, Plan, Planned, Running};
-use badger_api::memory::ExecutablePages;
 use badger_api::plugin::EmitterSpec;
 
 /// Exit code for a bad config or bad usage.
@@ -73,16 +72,21 @@ pub fn load(path: &Path, reg: &Registries, running: &Running) -> Result<Plan, Lo
 }
 
 /// Loads the config and sets up logging; on failure prints why and gives the exit code.
-fn start(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>) -> Result<Plan, i32> {
+/// `step` runs after the config is read and after the plan is built (the agent releases its
+/// start-up pages there: [`StartUp::step`]).
+fn start(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, step: fn()) -> Result<Plan, i32> {
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("badger: {e}");
         EXIT_CONFIG
     };
     let config = Config::load(path, reg).map_err(|e| fail(&e))?;
+    step();
     // Logging first, so what plugins log while they are built is not lost.
     badger_api::logging::configure(&config.core.log, log_override)
         .map_err(|e| fail(&format!("cannot open the log file: {e}")))?;
-    plan(config, reg, &Running::default()).map_err(|e| fail(&LoadError(e)))
+    let plan = plan(config, reg, &Running::default()).map_err(|e| fail(&LoadError(e)))?;
+    step();
+    Ok(plan)
 }
 
 /// The next whole wall-clock second, as an instant and as epoch seconds.
@@ -162,7 +166,7 @@ pub fn step(agent: &mut Agent, ticker: &mut Ticker, clock: &dyn Clock, wait: imp
 
 /// Runs the agent until `Control::Stop`. Returns the process exit code.
 pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, control: &Receiver<Control>) -> i32 {
-    let plan = match start(path, reg, log_override) {
+    let plan = match start(path, reg, log_override, StartUp::step) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -171,7 +175,7 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
     log::info!("badger {} started: modules [{}], emitters [{}]", env!("CARGO_PKG_VERSION"), m.join(", "), e.join(", "));
     let mut systemd = Systemd::new();
     systemd.send(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("collecting")]);
-    let mut start_up = StartUp::new();
+    let mut start_up = StartUp::default();
 
     let clock = SystemClock;
     let mut ticker = Ticker::new(&clock);
@@ -182,7 +186,10 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
             match control.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => Wake::Stop,
                 Ok(Control::Reload) => Wake::Reload,
-                Err(RecvTimeoutError::Timeout) => Wake::Tick,
+                Err(RecvTimeoutError::Timeout) => {
+                    start_up.tick_due();
+                    Wake::Tick
+                }
             }
         });
         match woke {
@@ -193,10 +200,7 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
                 systemd.send(&[sd_notify::NotifyState::Ready]);
                 start_up.began();
             }
-            Wake::Tick => {
-                systemd.tick();
-                start_up.ticked();
-            }
+            Wake::Tick => systemd.tick(),
         }
     }
     log::info!("stopping: flushing emitters");
@@ -208,15 +212,16 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
 }
 
 /// Start-up (and a reload) runs code and reads constants that the ticks never use again:
-/// the command line, the config parser, the plan, and the first collections' set-up (each
-/// module's first run opens its files, lists its devices and filesystems). Their pages of the
-/// executable are unmapped twice: when the agent has started, and again after its first
-/// ticks; the ticks fault back in what they use (badger_api::memory::ExecutablePages says
-/// why and what).
+/// the command line, the config parser, the plan, the start of the agent's threads and the
+/// first collections' set-up (each module's first run opens its files, lists its devices and
+/// filesystems). Their pages of the executable are unmapped after each step of start-up
+/// (`main` does it after the command line; [`StartUp::step`]), when the first tick is due
+/// (the threads have started by then), and again before the fourth tick; the ticks fault
+/// back in what they use (badger_api::memory::ExecutablePages says why and what).
+#[derive(Default)]
 struct StartUp {
-    pages: ExecutablePages,
-    /// Ticks until the second release; `None` once done.
-    ticks_left: Option<u32>,
+    /// Ticks due since start (or the last reload).
+    ticks: u32,
 }
 
 impl StartUp {
@@ -224,32 +229,24 @@ impl StartUp {
     /// run its first collection and its first steady one.
     const TICKS: u32 = 3;
 
-    /// The first release, when the agent has started.
-    fn new() -> StartUp {
-        let mut s = StartUp { pages: ExecutablePages::find(), ticks_left: None };
-        s.began();
-        s
-    }
-
-    /// A start (or a reload) is done: release now, and again in `TICKS` ticks.
+    /// A reload is done: release before the next tick, and again `TICKS` ticks later.
     fn began(&mut self) {
-        self.release();
-        self.ticks_left = Some(Self::TICKS);
+        self.ticks = 0;
     }
 
-    fn ticked(&mut self) {
-        if let Some(n) = self.ticks_left.as_mut() {
-            *n -= 1;
-            if *n == 0 {
-                self.ticks_left = None;
-                self.release();
-            }
+    /// A tick is due: before its collection, release if it is the first or the `TICKS`th
+    /// after the start.
+    fn tick_due(&mut self) {
+        if self.ticks == 0 || self.ticks == Self::TICKS {
+            Self::step();
         }
+        self.ticks = self.ticks.saturating_add(1);
     }
 
-    fn release(&self) {
-        let bytes = self.pages.release();
-        log::debug!("released the executable's start-up pages ({} KiB mapped)", bytes / 1024);
+    /// A step of start-up is done: release the pages it used.
+    fn step() {
+        let bytes = badger_api::memory::release_start_up_pages();
+        log::debug!("released the start-up pages of the executable and the main stack ({} KiB)", bytes / 1024);
     }
 }
 
@@ -284,7 +281,7 @@ pub enum Probe<'a> {
 
 /// Collects, waits one second so rates exist, collects again and emits that payload.
 pub fn probe(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>, how: Probe<'_>) -> i32 {
-    let mut plan = match start(path, reg, log_override) {
+    let mut plan = match start(path, reg, log_override, || {}) {
         Ok(p) => p,
         Err(code) => return code,
     };

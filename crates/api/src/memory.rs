@@ -34,19 +34,20 @@ pub fn release_free_memory() {
 }
 
 /// The pages of badger's own executable that are an unmodified copy of the file: its code,
-/// constants and ELF headers, the whole pages of its loaded segments that are not writable
-/// (not the relocated vtables and GOT, not the data).
+/// constants and ELF headers (the whole pages of its loaded segments that are not writable),
+/// and the pages of its RELRO region (vtables, the GOT: written by the dynamic linker, then
+/// made read-only before `main`) that the dynamic linker did not write.
 ///
 /// Why release them: start-up (the command line, the config parser, building the plan and
 /// the plugins, each module's first collection) runs code and reads constants that the
-/// ticks never use again, and the kernel maps the 64 KiB around each page fault, so after
-/// start-up about 1.5 MB of the binary stays mapped where the ticks use about 0.9 MB. The
-/// agent releases them once it has started and again after its first ticks; the next ticks
-/// fault back in, from the page cache, the pages they use, and nothing else. The released
-/// pages stay in the page cache, as file cache that no process maps (reclaimed first). It
-/// lowers the resident set from then on; the peak (`VmHWM`) is what start-up reached.
-/// Shared libraries are left alone: other processes map the same pages, so unmapping them
-/// here would lower this process's RSS and free nothing.
+/// ticks never use again, and the kernel maps the 64 KiB around each page fault. The agent
+/// releases them at each step of start-up (after the command line, after the config file,
+/// after the plan, once it has started), so that one step's pages are gone before the next
+/// step's come in and the peak (`VmHWM`) is the largest step's rather than their sum, and
+/// again after its first ticks; the next ticks fault back in, from the page cache, the pages
+/// they use, and nothing else. The released pages stay in the page cache, as file cache that
+/// no process maps (reclaimed first). Shared libraries are left alone: other processes map
+/// the same pages, so unmapping them here would lower this process's RSS and free nothing.
 #[derive(Debug, Default)]
 pub struct ExecutablePages {
     /// Page-aligned `(start, end)` address ranges.
@@ -59,7 +60,7 @@ impl ExecutablePages {
     pub fn find() -> ExecutablePages {
         #[cfg(target_os = "linux")]
         {
-            ExecutablePages { ranges: linux::read_only_segments() }
+            ExecutablePages { ranges: linux::read_only_ranges() }
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -70,7 +71,10 @@ impl ExecutablePages {
     /// Unmaps them (`MADV_DONTNEED`), all but the pages that are no longer the file's: a
     /// debugger's breakpoint or a uprobe (bpftrace, `perf probe -x`) is a private copy of
     /// its page, which dropping would silently remove, so those pages stay
-    /// (`/proc/self/pagemap` tells them apart). Returns the bytes unmapped.
+    /// (`/proc/self/pagemap` tells them apart), and neither are the RELRO pages the dynamic
+    /// linker wrote. Returns the bytes unmapped. Never inlined: `scripts/symbol-order.sh`
+    /// cuts its profiles at each call.
+    #[inline(never)]
     pub fn release(&self) -> usize {
         #[cfg(target_os = "linux")]
         {
@@ -80,6 +84,25 @@ impl ExecutablePages {
         {
             0
         }
+    }
+}
+
+/// Releases the executable's start-up pages ([`ExecutablePages::release`], found on the
+/// first call) and, called on the main thread, the pages of its stack below the caller's
+/// frame: the deepest calls of start-up (the command line's parser, the config's
+/// deserialisers) leave tens of kilobytes of the main thread's stack resident that its
+/// loop never touches again. Returns the bytes unmapped. For the steps of the agent's
+/// start-up, which run in `main` and in the scheduler, on the main thread.
+pub fn release_start_up_pages() -> usize {
+    static PAGES: std::sync::OnceLock<ExecutablePages> = std::sync::OnceLock::new();
+    let code = PAGES.get_or_init(ExecutablePages::find).release();
+    #[cfg(target_os = "linux")]
+    {
+        code + linux::release_stack()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        code
     }
 }
 
@@ -137,12 +160,52 @@ mod linux {
         released
     }
 
+    /// Room left below the caller's frame: for the calls `release_stack` makes (reading the
+    /// maps, madvise) and a signal frame.
+    const STACK_MARGIN: usize = 32 * 1024;
+
+    /// On the main thread: unmaps the pages of its stack (the `[stack]` mapping) more than
+    /// `STACK_MARGIN` below this call's frame, which no live frame holds; the next calls
+    /// that deep get zeroed pages, as a new stack does. Returns the bytes unmapped; 0 on
+    /// another thread.
+    pub(super) fn release_stack() -> usize {
+        if rustix::thread::gettid() != rustix::process::getpid() {
+            return 0;
+        }
+        let here = std::hint::black_box(0u8);
+        let here = &raw const here as usize;
+        let Some((low, high)) = main_stack() else { return 0 };
+        let page = rustix::param::page_size();
+        let top = here.saturating_sub(STACK_MARGIN) / page * page;
+        if !(low..high).contains(&here) || top <= low {
+            return 0;
+        }
+        // SAFETY: `[low, top)` is in the main thread's stack mapping, below this function's
+        // frame by STACK_MARGIN: memory no live frame or Rust reference can point into (the
+        // stack grows down, and this is the main thread, the only one running on it). A
+        // signal delivered to this thread runs its handler after the call returns, on
+        // pages that then fault in zeroed.
+        match unsafe { libc::madvise(low as *mut c_void, top - low, libc::MADV_DONTNEED) } {
+            0 => top - low,
+            _ => 0,
+        }
+    }
+
+    /// The `[stack]` mapping of /proc/self/maps: the main thread's stack.
+    pub(super) fn main_stack() -> Option<(usize, usize)> {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
+        let (low, high) = line.split_whitespace().next()?.split_once('-')?;
+        Some((usize::from_str_radix(low, 16).ok()?, usize::from_str_radix(high, 16).ok()?))
+    }
+
     /// MADV_DONTNEED over `[from, to)`; returns the bytes unmapped.
     fn dont_need(from: usize, to: usize) -> usize {
         // SAFETY: `release`'s caller passes whole pages of private file mappings of this
-        // executable that are not writable (nothing writes them: Rust binaries have no text
-        // relocations), and `release` leaves out every page that is a private copy, so each
-        // page here is the file's content: MADV_DONTNEED only drops the page-table entries
+        // executable that nothing can write (segments without PF_W: Rust binaries have no
+        // text relocations; the RELRO region, read-only since before `main`), and `release`
+        // leaves out every page that is a private copy (what the dynamic linker relocated
+        // there among them), so each page here is the file's content: MADV_DONTNEED only drops the page-table entries
         // and the next access maps the same bytes back from the file (a thread running this
         // code meanwhile just takes that fault). No Rust reference is invalidated.
         match unsafe { libc::madvise(from as *mut c_void, to - from, libc::MADV_DONTNEED) } {
@@ -152,34 +215,47 @@ mod linux {
     }
 
     /// The whole pages of the executable's loaded segments that are not writable (a page
-    /// shared with a writable segment is left out).
-    pub(super) fn read_only_segments() -> Ranges {
-        let mut segments = Ranges::new();
+    /// shared with a writable segment is left out), and the pages of its RELRO region, as the
+    /// dynamic linker made them read-only (from the page its start is in to the page its end
+    /// is in, that one left out: glibc's `_dl_protect_relro`).
+    pub(super) fn read_only_ranges() -> Ranges {
+        let mut found = Found::default();
         // SAFETY: the callback only reads the program headers the dynamic linker hands it,
-        // for as long as the call lasts, and `data` is `segments`.
-        unsafe { libc::dl_iterate_phdr(Some(executable), (&raw mut segments).cast()) };
+        // for as long as the call lasts, and `data` is `found`.
+        unsafe { libc::dl_iterate_phdr(Some(executable), (&raw mut found).cast()) };
         let page = rustix::param::page_size();
-        segments
-            .into_iter()
-            .map(|(start, end)| (start.next_multiple_of(page), end - end % page))
-            .filter(|(start, end)| start < end)
-            .collect()
+        let segments = found.segments.into_iter().map(|(start, end)| (start.next_multiple_of(page), end - end % page));
+        let relro = found.relro.map(|(start, end)| (start - start % page, end - end % page));
+        segments.chain(relro).filter(|(start, end)| start < end).collect()
+    }
+
+    /// What [`executable`] finds: the address ranges of the PT_LOAD segments without PF_W,
+    /// and of PT_GNU_RELRO.
+    #[derive(Default)]
+    struct Found {
+        segments: Ranges,
+        relro: Option<(usize, usize)>,
     }
 
     /// dl_iterate_phdr's callback: the first object is the executable; collects its
-    /// PT_LOAD segments without PF_W and stops.
+    /// PT_LOAD segments without PF_W and its PT_GNU_RELRO, and stops.
     unsafe extern "C" fn executable(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> i32 {
         // SAFETY: dl_iterate_phdr passes a valid info for the call's duration, and `data`
-        // is the `Ranges` that read_only_segments passed.
-        let (info, segments) = unsafe { (&*info, &mut *data.cast::<Ranges>()) };
+        // is the `Found` that read_only_ranges passed.
+        let (info, found) = unsafe { (&*info, &mut *data.cast::<Found>()) };
         if info.dlpi_phdr.is_null() {
             return 1;
         }
         // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
-        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W == 0) {
+        for ph in phdrs {
             let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
-            segments.push((start, start + ph.p_memsz as usize));
+            let range = (start, start + ph.p_memsz as usize);
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W == 0 {
+                found.segments.push(range);
+            } else if ph.p_type == libc::PT_GNU_RELRO {
+                found.relro = Some(range);
+            }
         }
         1
     }
@@ -220,6 +296,31 @@ mod tests {
         assert_eq!(text, r#"(1.5, "still runs", [1, 2, 3])"#);
         // Found once, released as often as asked.
         assert_eq!(pages.release(), pages.release());
+    }
+
+    /// A constant with a pointer in it: in a position-independent executable (the test
+    /// binaries) it lives in the RELRO region, where the dynamic linker wrote its address.
+    static RELOCATED: &str = "relocated";
+
+    #[test]
+    fn the_relro_pages_are_found_and_the_ones_the_dynamic_linker_wrote_are_kept() {
+        let at = std::hint::black_box(&raw const RELOCATED) as usize;
+        let pages = ExecutablePages::find();
+        assert!(
+            pages.ranges.iter().any(|&(start, end)| (start..end).contains(&at)),
+            "{at:#x} is in {:x?}",
+            pages.ranges
+        );
+        pages.release();
+        assert_eq!(page_state(at), (true, false), "the relocated page is a private copy, kept");
+        assert_eq!(std::hint::black_box(RELOCATED), "relocated");
+    }
+
+    #[test]
+    fn the_stack_is_released_on_the_main_thread_only() {
+        // The test harness runs each test on a thread of its own.
+        assert_eq!(linux::release_stack(), 0);
+        assert!(linux::main_stack().is_some_and(|(low, high)| low < high));
     }
 
     /// Is the page at `addr` mapped, and is it the file's (`/proc/self/pagemap`)?
