@@ -10,7 +10,7 @@
 # build.rs hands symbol-order.txt to the linker (lld's --symbol-ordering-file) for release
 # builds, which places the listed functions first, in this order: what the stock agent (the
 # six modules and stdout, as scripts/bench-agent.sh runs it) runs every tick, hottest first,
-# then in its first ticks only, then at start-up; then, likewise, what the sample config adds
+# then in its first ticks only, then at each step of start-up; then, likewise, what the sample config adds
 # (internal, stdout_pretty); then what a production agent runs besides: the influxdb,
 # graphite, kafka and prometheus emitters against real servers on loopback, when influxd,
 # carbon-cache and tansu are installed (scripts/test.sh installs them), with influxd and
@@ -24,7 +24,8 @@
 # so the same symbol names; BADGER_DATA_DUMP: its link map and its sections' content keys)
 # runs under valgrind's callgrind for SECONDS (default 20) per config, dumping the profile
 # after each release of the start-up pages (badger_api::memory::ExecutablePages::release:
-# after start-up, and a few ticks in), which splits start-up, first ticks and steady state.
+# after each step of start-up, and a few ticks in), which splits the steps of start-up, the
+# first ticks and the steady state.
 # Then under valgrind's lackey, whose trace of data reads, split at the same calls, gives the
 # constants each phase reads. symbol-order.txt lists mangled symbol names, one per line;
 # data-order.txt content keys. Stale files are harmless: names that no longer exist are
@@ -51,8 +52,8 @@ RELEASE_AT=$(printf '%x' "0x${RELEASE_FN%% *}")
 . scripts/bench-lib.sh
 BADGER_BIN=$BIN bench_init badger-order
 
-# usage: profile NAME CONFIG_DIR [DURING] -> in $WORK: NAME.cg.1 (start-up), NAME.cg.2 (first
-# ticks), NAME.cg (steady state), from callgrind; NAME.trace, lackey's data reads of the
+# usage: profile NAME CONFIG_DIR [DURING] -> in $WORK: NAME.cg.1 … NAME.cg.<n-1> (the steps
+# of start-up), NAME.cg.<n> (first ticks), NAME.cg (steady state), from callgrind; NAME.trace, lackey's data reads of the
 # binary's constants with a line "I  <address>" at each release; DURING, a function, runs
 # instead of the plain SECONDS of steady state
 profile() {
@@ -77,7 +78,7 @@ profile() {
         pkill -TERM -f -- "--tool=$tool .*$BIN" || true
         wait "$vp" || true
     done
-    ls "$WORK/$name.cg.1" "$WORK/$name.cg" "$WORK/$name.trace" >/dev/null
+    ls "$WORK/$name.cg.1" "$WORK/$name.cg.2" "$WORK/$name.cg" "$WORK/$name.trace" >/dev/null
 }
 
 # The stock six modules with stdout (what scripts/bench-agent.sh measures: every tick on the
@@ -94,6 +95,22 @@ cat > "$WORK/sample/config.json" <<'JSON'
   "emitters": ["stdout", "stdout_pretty"] }
 JSON
 profile stock "$WORK/stock"
+# Constants the kernel reads (a system call's path argument, such as the empty path std
+# passes to statx), which lackey cannot see: strace's raw arguments that point into the
+# binary, over start-up and the first ticks of the stock agent.
+: >"$WORK/stock.syscalls"
+if command -v strace >/dev/null; then
+    (cd "$WORK/stock" && exec strace -f -qq -e raw=all -e trace='!madvise,mprotect,munmap,mmap' \
+        -o "$WORK/stock.syscalls" "$BIN" -f config.json >/dev/null 2>&1) &
+    vp=$!
+    BENCH_PIDS+=("$vp")
+    sleep 6
+    # strace's child, the agent; strace exits with it.
+    pkill -TERM -P "$vp" || true
+    wait "$vp" || true
+else
+    echo "symbol-order: no strace: constants only the kernel reads are left out" >&2
+fi
 profile sample "$WORK/sample"
 
 PROFILES=("$WORK/stock.cg" "$WORK/sample.cg")
@@ -121,7 +138,7 @@ else
 fi
 
 python3 - "$BIN" "$OUT" "${PROFILES[@]}" <<'PY'
-import os, re, sys
+import glob, re, sys
 
 def self_costs(path, binary):
     """Self cost of every function of `binary` in one callgrind dump."""
@@ -207,9 +224,26 @@ for i, p in enumerate(profiles):
     if i == 0:
         counts.append(f"{add(named(AGAIN))} run again after start-up")
         counts.append(f"{add(named(RARE))} run now and then")
-    if os.path.exists(p + ".2"):
-        counts.append(f"{add(self_costs(p + '.2', binary))} first ticks ({p.rsplit('/', 1)[-1]})")
-    counts.append(f"{add(self_costs(p + '.1', binary))} start-up ({p.rsplit('/', 1)[-1]})")
+    # p.1 … p.<n>: the steps of start-up, then the first ticks. What more than one step
+    # runs (allocation, collections, formatting) comes first, then each step's own
+    # functions together, the last step first: a step then faults in the windows of the
+    # steady state, of the first ticks and of what the steps share, and its own, and no
+    # other step's; and the last steps, whose threads, heap and libc pages make them the
+    # largest, share the most windows with the steady state.
+    dumps = sorted((int(f.rsplit(".", 1)[1]), f"{p}.{f.rsplit('.', 1)[1]}") for f in glob.glob(p + ".*")
+                   if f.rsplit(".", 1)[1].isdigit())
+    steps = [self_costs(d, binary) for _, d in dumps]
+    name = p.rsplit("/", 1)[-1]
+    counts.append(f"{add(steps.pop())} first ticks ({name})")
+    runs = {}
+    for costs in steps:
+        for f, c in costs.items():
+            if c > 0:
+                runs[f] = runs.get(f, 0) + 1
+    shared = {f: sum(costs.get(f, 0) for costs in steps) for f, n in runs.items() if n > 1}
+    counts.append(f"{add(shared)} shared by the steps of start-up ({name})")
+    for n, costs in reversed(list(enumerate(steps, 1))):
+        counts.append(f"{add(costs)} start-up step {n} ({name})")
     if i == 0:
         counts.append(f"{add(named(MISSED))} missed by the profile")
 with open(out, "w") as o:
@@ -219,11 +253,12 @@ PY
 
 # The constants: each trace's data reads, mapped to the input sections of the link map and
 # from there to their content keys (the build's dump), ordered like the functions: the stock
-# agent's steady state (most read first), first ticks and start-up, then the other configs'.
-python3 - "$DUMP" "$DUMP.map" "$DATA_OUT" "${TRACES[@]}" <<'PY'
+# agent's steady state (most read first), first ticks, what the steps of start-up share and
+# each step's own, then the other configs'.
+python3 - "$DUMP" "$DUMP.map" "$DATA_OUT" "$WORK/stock.syscalls" "${TRACES[@]}" <<'PY'
 import bisect, re, sys
 
-dump, link_map, out, traces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+dump, link_map, out, syscalls, traces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 keys = dict(line.rstrip("\n").split("\t") for line in open(dump))
 sections = []  # (address, size, name) of the LTO object's orderable input sections
 for line in open(link_map):
@@ -233,35 +268,72 @@ for line in open(link_map):
 sections.sort()
 starts = [s[0] for s in sections]
 
-# The tables of core's Dragon4 float formatting, which the ticks use now and then (RARE in
-# the symbol order above), after the stock agent's steady state.
+def section(addr):
+    """The name of the orderable section at `addr`, or None."""
+    i = bisect.bisect_right(starts, addr) - 1
+    if i >= 0 and addr < sections[i][0] + sections[i][1]:
+        return sections[i][2]
+    return None
+
+
+# What the ticks read now and then, after the stock agent's steady state: the tables of
+# core's Dragon4 float formatting (RARE in the symbol order above), by name, and by content
+# core::fmt's run of zeros for a float's zero parts ("00000", Formatter::
+# write_formatted_parts: `perf record -e page-faults -d` found it faulting in a window of
+# its own at the second tick).
 RARE_DATA = "6dragon"
+RARE_KEYS = (".rodata 5 38e7b2ae",)
+
+# The constants the kernel read (strace's raw arguments), with the stock steady state.
+kernel = {}
+for line in open(syscalls):
+    for arg in re.findall(r"0x[0-9a-f]+", line.partition("(")[2]):
+        name = section(int(arg, 16))
+        if name:
+            kernel[name] = kernel.get(name, 0) + 1
 
 order, seen, counts = [], set(), []
+
+
+def place(reads, label):
+    """Appends the keys of the sections in `reads` (name -> reads) not placed yet, most read
+    first; identical constants share a key, and one line places them all."""
+    new = [k for _, k in sorted(((-n, keys[name]) for name, n in reads.items())) if k not in seen]
+    new = list(dict.fromkeys(new))
+    order.extend(new)
+    seen.update(new)
+    counts.append(f"{len(new)} {label}")
+
+
 for trace_no, t in enumerate(traces):
-    phases = [{}, {}, {}]  # start-up, first ticks, steady state: name -> reads
-    phase = 0
+    # the steps of start-up, the first ticks, the steady state: name -> reads
+    phases = [{}]
     for line in open(t):
         if line[0] == "I":
-            phase = min(phase + 1, 2)
+            phases.append({})
             continue
-        addr = int(line[3:].split(",")[0], 16)
-        i = bisect.bisect_right(starts, addr) - 1
-        if i >= 0 and addr < sections[i][0] + sections[i][1]:
-            name = sections[i][2]
-            phases[phase][name] = phases[phase].get(name, 0) + 1
-    for label, reads in (("steady-state", phases[2]), ("first ticks", phases[1]), ("start-up", phases[0])):
-        new = [k for _, k in sorted(((-reads[name], keys[name]) for name in reads)) if k not in seen]
-        # identical constants share a key: one line places them all
-        new = list(dict.fromkeys(new))
-        order.extend(new)
-        seen.update(new)
-        counts.append(f"{len(new)} {label} ({t.rsplit('/', 1)[-1]})")
-        if trace_no == 0 and label == "steady-state":
-            rare = [keys[name] for _, _, name in sections if RARE_DATA in name and keys[name] not in seen]
-            order.extend(dict.fromkeys(rare))
-            seen.update(rare)
-            counts.append(f"{len(rare)} used now and then")
+        name = section(int(line[3:].split(",")[0], 16))
+        if name:
+            phases[-1][name] = phases[-1].get(name, 0) + 1
+    if len(phases) < 3:
+        sys.exit(f"data-order: {t} has {len(phases) - 1} releases of the start-up pages, expected at least 2")
+    trace = t.rsplit("/", 1)[-1]
+    steady, first, steps = phases[-1], phases[-2], phases[:-2]
+    place(steady, f"steady-state ({trace})")
+    if trace_no == 0:
+        rare = {name: 1 for _, _, name in sections if RARE_DATA in name or keys[name] in RARE_KEYS}
+        place(rare, "used now and then")
+        place(kernel, "read by the kernel")
+    place(first, f"first ticks ({trace})")
+    # As in the symbol order: what more than one step reads, then each step's own, the last
+    # step first.
+    in_steps = {}
+    for reads in steps:
+        for name in reads:
+            in_steps[name] = in_steps.get(name, 0) + 1
+    place({n: sum(r.get(n, 0) for r in steps) for n, c in in_steps.items() if c > 1}, f"shared by the steps ({trace})")
+    for n, reads in reversed(list(enumerate(steps, 1))):
+        place(reads, f"start-up step {n} ({trace})")
 with open(out, "w") as o:
     o.write("# The release binary's constants, hottest first, by content: <kind> <size> <crc32>.\n")
     o.write("# Generated by scripts/symbol-order.sh; crates/linkorder says how the link uses it.\n")
