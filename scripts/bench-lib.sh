@@ -10,6 +10,9 @@
 #   bench_stop PID [SIG]      SIGTERM (or SIG) by PID, SIGKILL after 15 s, wait for it
 #   mem_report PID LABEL      VmHWM/VmRSS/RssAnon/RssFile (status), Pss (smaps_rollup), threads;
 #                             Rss by mapping (the executable, libc, other files, anonymous)
+#   peak_sample FILE SECS PID…  in the background: each PID's largest VmRSS, read every 2 ms
+#                             for SECS seconds, as "PID KB" lines in FILE (see below)
+#   peak_report FILE PID LABEL  that figure, and the peak: the larger of it and VmHWM
 #   cgroup_report PID LABEL   the memory of the cgroup the process runs in (as systemd would see
 #                             a unit's), or "cgroup: not available"
 #   oncpu PID                 ns on CPU of its live threads (schedstat)
@@ -159,6 +162,51 @@ mem_report() {
         }
         END { printf "%-9s rss_by_mapping_kb: binary=%d libc=%d other_files=%d anon=%d (binary: %s)\n", l, b, c, f, a, exe }' \
         "/proc/$pid/smaps"
+}
+
+# Why sample VmRSS when the kernel keeps VmHWM: the kernel counts RSS per CPU and folds the
+# counts together in batches (64 pages per CPU or more). /proc/PID/status sums them exactly
+# for VmRSS (Linux 6.16 and later), but VmHWM is raised only when pages are unmapped, from
+# the folded count, which can lag by up to a batch per CPU. badger unmaps its start-up pages
+# (badger_api::memory::ExecutablePages) right at its peak, so its VmHWM can miss part of it:
+# 160-280 KB on this 2-core VM (an exact Rss sum from smaps at the same moments, with gdb
+# stopped at each release, showed it). A process that never unmaps (collectd here) has a
+# VmHWM that is its largest exact VmRSS. Start-up's peak is the time from the plan to the
+# first tick, up to a second long, and the first ticks' three seconds, so a 2 ms sample sees
+# it.
+# usage: peak_sample FILE SECONDS PID…
+peak_sample() {
+    local file=$1 secs=$2
+    shift 2
+    python3 - "$file" "$secs" "$@" <<'PY' &
+import sys, time
+out, secs, pids = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+peak = {pid: 0 for pid in pids}
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        peak[pid] = max(peak[pid], int(line.split()[1]))
+                        break
+        except OSError:
+            pass
+    time.sleep(0.002)
+with open(out, "w") as f:
+    f.writelines(f"{pid} {kb}\n" for pid, kb in peak.items())
+PY
+    BENCH_PIDS+=("$!")
+}
+
+# usage: peak_report FILE PID LABEL -> "LABEL peak_kb: sampled=… VmHWM=… peak=…"
+peak_report() {
+    local sampled hwm
+    sampled=$(awk -v p="$2" '$1 == p {print $2}' "$1" 2>/dev/null)
+    hwm=$(status_kb "$2" VmHWM)
+    printf "%-9s peak_kb: sampled_VmRSS=%d VmHWM=%d peak=%d\n" "$3" "${sampled:-0}" "$hwm" \
+        "$(( ${sampled:-0} > hwm ? ${sampled:-0} : hwm ))"
 }
 
 # usage: smaps_snapshot PID FILE -> one line per mapping: "start size_kb perms rss_kb anon_kb name"
