@@ -42,10 +42,10 @@ pub fn release_free_memory() {
 /// the plugins, each module's first collection) runs code and reads constants that the
 /// ticks never use again, and the kernel maps the 64 KiB around each page fault. The agent
 /// releases them at each step of start-up (after the command line, after the config file,
-/// after the plan, once it has started), so that one step's pages are gone before the next
-/// step's come in and the peak (`VmHWM`) is the largest step's rather than their sum, and
-/// again after its first ticks; the next ticks fault back in, from the page cache, the pages
-/// they use, and nothing else. The released pages stay in the page cache, as file cache that
+/// after the plan, when the first tick is due and its threads have started), so that one
+/// step's pages are gone before the next step's come in and the peak is the largest step's
+/// rather than their sum, and again after its first ticks; the next ticks fault back in,
+/// from the page cache, the pages they use, and nothing else. The released pages stay in the page cache, as file cache that
 /// no process maps (reclaimed first). Shared libraries are left alone: other processes map
 /// the same pages, so unmapping them here would lower this process's RSS and free nothing.
 #[derive(Debug, Default)]
@@ -205,9 +205,10 @@ mod linux {
         // executable that nothing can write (segments without PF_W: Rust binaries have no
         // text relocations; the RELRO region, read-only since before `main`), and `release`
         // leaves out every page that is a private copy (what the dynamic linker relocated
-        // there among them), so each page here is the file's content: MADV_DONTNEED only drops the page-table entries
-        // and the next access maps the same bytes back from the file (a thread running this
-        // code meanwhile just takes that fault). No Rust reference is invalidated.
+        // there among them), so each page here is the file's content: MADV_DONTNEED only
+        // drops the page-table entries and the next access maps the same bytes back from the
+        // file (a thread running this code meanwhile just takes that fault). No Rust
+        // reference is invalidated.
         match unsafe { libc::madvise(from as *mut c_void, to - from, libc::MADV_DONTNEED) } {
             0 => to - from,
             _ => 0,
