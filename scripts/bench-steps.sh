@@ -4,8 +4,8 @@
 #   scripts/bench-steps.sh [CONFIG]
 #
 # The agent releases its start-up pages at each step (badger_api::memory::
-# ExecutablePages::release: after the command line, the config file and the plan, when the
-# first tick is due, and before the fourth tick), and its RSS only grows between two
+# ExecutablePages::release: as `main` begins, after the command line, the config file and
+# the plan, when the first tick is due, and before the fourth tick), and its RSS only grows between two
 # releases, so its RSS just before each release is the peak of that step. This stops the
 # agent there with gdb (on an unstripped build of the release profile, whose layout is the
 # release binary's: BADGER_KEEP_SYMBOLS=1 in target/order, as scripts/symbol-order.sh
@@ -42,8 +42,8 @@ fi
 cat >"$WORK/gdb.py" <<'PY'
 import gdb
 
-STEPS = ("the command line", "the config file", "the plan", "the threads' start (first tick due)",
-         "the first ticks (fourth tick due)")
+STEPS = ("the dynamic linker and the runtime", "the command line", "the config file", "the plan",
+         "the threads' start (first tick due)", "the first ticks (fourth tick due)")
 
 
 def rss(pid):

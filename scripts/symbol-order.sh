@@ -24,8 +24,9 @@
 # so the same symbol names; BADGER_DATA_DUMP: its link map and its sections' content keys)
 # runs under valgrind's callgrind for SECONDS (default 20) per config, dumping the profile
 # after each release of the start-up pages (badger_api::memory::ExecutablePages::release:
-# after each step of start-up, and a few ticks in), which splits the steps of start-up, the
-# first ticks and the steady state.
+# after each step of start-up, and a few ticks in) and before the shutdown (Agent::shutdown,
+# on the SIGTERM that ends the run), which splits the steps of start-up, the first ticks,
+# the steady state and the shutdown, which is left out.
 # Then under valgrind's lackey, whose trace of data reads, split at the same calls, gives the
 # constants each phase reads. symbol-order.txt lists mangled symbol names, one per line;
 # data-order.txt content keys. Stale files are harmless: names that no longer exist are
@@ -47,28 +48,33 @@ BIN="$PWD/target/order/release/badger"
 RELEASE_FN=$(nm "$BIN" | awk '$3 ~ /15ExecutablePages7release/ && !f {print $1, $3; f = 1}')
 [ -n "$RELEASE_FN" ] || { echo "symbol-order: no ExecutablePages::release in $BIN" >&2; exit 1; }
 RELEASE_AT=$(printf '%x' "0x${RELEASE_FN%% *}")
+# Where the steady state ends: the agent's shutdown on SIGTERM (its own phase, left out).
+SHUTDOWN_FN=$(nm "$BIN" | awk '$3 ~ /5agent5Agent8shutdown/ && !f {print $1, $3; f = 1}')
+[ -n "$SHUTDOWN_FN" ] || { echo "symbol-order: no Agent::shutdown in $BIN" >&2; exit 1; }
+SHUTDOWN_AT=$(printf '%x' "0x${SHUTDOWN_FN%% *}")
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 BADGER_BIN=$BIN bench_init badger-order
 
-# usage: profile NAME CONFIG_DIR [DURING] -> in $WORK: NAME.cg.1 … NAME.cg.<n-1> (the steps
-# of start-up), NAME.cg.<n> (first ticks), NAME.cg (steady state), from callgrind; NAME.trace, lackey's data reads of the
-# binary's constants with a line "I  <address>" at each release; DURING, a function, runs
-# instead of the plain SECONDS of steady state
+# usage: profile NAME CONFIG_DIR [DURING] -> in $WORK: NAME.cg.1 … NAME.cg.<n-2> (the steps
+# of start-up), NAME.cg.<n-1> (first ticks), NAME.cg.<n> (steady state, dumped as the
+# shutdown begins), NAME.cg (the shutdown, left out), from callgrind; NAME.trace, lackey's
+# data reads of the binary's constants with a line "I  <address>" at each release and at
+# the shutdown; DURING, a function, runs instead of the plain SECONDS of steady state
 profile() {
     local name=$1 dir=$2 during=${3:-} vp tool
     for tool in callgrind lackey; do
         if [ $tool = callgrind ]; then
             (cd "$dir" && exec valgrind --tool=callgrind --demangle=no --dump-instr=no \
-                --dump-after="${RELEASE_FN#* }" \
+                --dump-after="${RELEASE_FN#* }" --dump-before="${SHUTDOWN_FN#* }" \
                 --callgrind-out-file="$WORK/$name.cg" "$BIN" -f config.json >/dev/null 2>"$WORK/$name.log") &
         else
             # Data reads in 0x200000-0x9fffff (the position-dependent binary's image), filtered
             # as they stream; the exact ranges are the map's.
             (cd "$dir" && exec valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$BIN" -f config.json \
                 9>&1 >/dev/null 2>>"$WORK/$name.log" \
-                | LC_ALL=C grep -E "^ [LM] 00[2-9][0-9a-f]{5},|^I  0*${RELEASE_AT}," >"$WORK/$name.trace") &
+                | LC_ALL=C grep -E "^ [LM] 00[2-9][0-9a-f]{5},|^I  0*(${RELEASE_AT}|${SHUTDOWN_AT})," >"$WORK/$name.trace") &
         fi
         vp=$!
         BENCH_PIDS+=("$vp")
@@ -219,20 +225,28 @@ def named(endings):
 
 # The stock agent's steady state and start-up first, so it touches one dense run of pages;
 # then what the production agent runs besides, likewise.
+def dumps(p):
+    """p.1 … p.<n>: the steps of start-up, the first ticks, the steady state (p itself is the
+    shutdown, left out)."""
+    numbered = sorted((int(f.rsplit(".", 1)[1]), f) for f in glob.glob(p + ".*") if f.rsplit(".", 1)[1].isdigit())
+    return [self_costs(f, binary) for _, f in numbered]
+
+
 for i, p in enumerate(profiles):
-    counts.append(f"{add(self_costs(p, binary))} steady-state ({p.rsplit('/', 1)[-1]})")
+    phases = dumps(p)
+    if len(phases) < 3:
+        sys.exit(f"symbol-order: {p} has {len(phases)} dumps, expected the steps of start-up, the first ticks and the steady state")
+    counts.append(f"{add(phases.pop())} steady-state ({p.rsplit('/', 1)[-1]})")
     if i == 0:
         counts.append(f"{add(named(AGAIN))} run again after start-up")
         counts.append(f"{add(named(RARE))} run now and then")
-    # p.1 … p.<n>: the steps of start-up, then the first ticks. What more than one step
+    # The steps of start-up, then the first ticks. What more than one step
     # runs (allocation, collections, formatting) comes first, then each step's own
     # functions together, the last step first: a step then faults in the windows of the
     # steady state, of the first ticks and of what the steps share, and its own, and no
     # other step's; and the last steps, whose threads, heap and libc pages make them the
     # largest, share the most windows with the steady state.
-    dumps = sorted((int(f.rsplit(".", 1)[1]), f"{p}.{f.rsplit('.', 1)[1]}") for f in glob.glob(p + ".*")
-                   if f.rsplit(".", 1)[1].isdigit())
-    steps = [self_costs(d, binary) for _, d in dumps]
+    steps = phases
     name = p.rsplit("/", 1)[-1]
     counts.append(f"{add(steps.pop())} first ticks ({name})")
     runs = {}
@@ -255,10 +269,10 @@ PY
 # from there to their content keys (the build's dump), ordered like the functions: the stock
 # agent's steady state (most read first), first ticks, what the steps of start-up share and
 # each step's own, then the other configs'.
-python3 - "$DUMP" "$DUMP.map" "$DATA_OUT" "$WORK/stock.syscalls" "${TRACES[@]}" <<'PY'
+python3 - "$DUMP" "$DUMP.map" "$DATA_OUT" "$WORK/stock.syscalls" "$SHUTDOWN_AT" "${TRACES[@]}" <<'PY'
 import bisect, re, sys
 
-dump, link_map, out, syscalls, traces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+dump, link_map, out, syscalls, shutdown, traces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
 keys = dict(line.rstrip("\n").split("\t") for line in open(dump))
 sections = []  # (address, size, name) of the LTO object's orderable input sections
 for line in open(link_map):
@@ -310,6 +324,8 @@ for trace_no, t in enumerate(traces):
     phases = [{}]
     for line in open(t):
         if line[0] == "I":
+            if int(line[3:].split(",")[0], 16) == int(shutdown, 16):
+                break
             phases.append({})
             continue
         name = section(int(line[3:].split(",")[0], 16))

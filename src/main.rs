@@ -11,6 +11,10 @@ use badger::scheduler::{self, Control, Probe, EXIT_CONFIG};
 use badger_cli::Cli;
 
 fn main() {
+    // What the dynamic linker and the runtime touched to get here is done with: the first
+    // release of the start-up pages (badger_api::memory::ExecutablePages says why), before
+    // the command line's parser comes in.
+    badger_api::memory::release_start_up_pages();
     // Every file badger (agent or server) creates is its user's only: 0600 files, 0700
     // directories (the spool, the l2met offsets, log files, the Pulse store, alerts.json),
     // whatever the umask it was started with. An exec plugin inherits it (documented).
@@ -37,8 +41,7 @@ fn main() {
     } else if cli.once {
         scheduler::probe(&path, &reg, log_level, Probe::Once)
     } else {
-        // The command line is parsed: the first step of the agent's start-up
-        // (badger_api::memory::ExecutablePages says why).
+        // The command line is parsed: the next step of the agent's start-up.
         badger_api::memory::release_start_up_pages();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {

@@ -215,9 +215,10 @@ pub fn run(path: &Path, reg: &Registries, log_override: Option<log::LevelFilter>
 /// the command line, the config parser, the plan, the start of the agent's threads and the
 /// first collections' set-up (each module's first run opens its files, lists its devices and
 /// filesystems). Their pages of the executable are unmapped after each step of start-up
-/// (`main` does it after the command line; [`StartUp::step`]), when the first tick is due
-/// (the threads have started by then), and again before the fourth tick; the ticks fault
-/// back in what they use (badger_api::memory::ExecutablePages says why and what).
+/// (`main` does it as it begins and after the command line; [`StartUp::step`]), when the
+/// first tick is due (the threads have started by then), and again before the fourth tick;
+/// the ticks fault back in what they use (badger_api::memory::ExecutablePages says why and
+/// what).
 #[derive(Default)]
 struct StartUp {
     /// Ticks due since start (or the last reload).

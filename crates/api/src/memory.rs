@@ -38,15 +38,15 @@ pub fn release_free_memory() {
 /// and the pages of its RELRO region (vtables, the GOT: written by the dynamic linker, then
 /// made read-only before `main`) that the dynamic linker did not write.
 ///
-/// Why release them: start-up (the command line, the config parser, building the plan and
-/// the plugins, each module's first collection) runs code and reads constants that the
-/// ticks never use again, and the kernel maps the 64 KiB around each page fault. The agent
-/// releases them at each step of start-up (after the command line, after the config file,
-/// after the plan, when the first tick is due and its threads have started), so that one
-/// step's pages are gone before the next step's come in and the peak is the largest step's
-/// rather than their sum, and again after its first ticks; the next ticks fault back in,
-/// from the page cache, the pages they use, and nothing else. The released pages stay in the page cache, as file cache that
-/// no process maps (reclaimed first). Shared libraries are left alone: other processes map
+/// Why release them: start-up (the command line, the config parser, building the plan and the
+/// plugins, each module's first collection) runs code and reads constants that the ticks never
+/// use again, and the kernel maps the 64 KiB around each page fault. The agent releases them at
+/// each step of start-up (when `main` begins, after the command line, the config file and the
+/// plan, when the first tick is due and its threads have started), so that one step's pages are
+/// gone before the next step's come in and the peak is the largest step's rather than their
+/// sum, and again after its first ticks; the next ticks fault back in, from the page cache, the
+/// pages they use, and nothing else. The released pages stay in the page cache, as file cache
+/// that no process maps (reclaimed first). Shared libraries are left alone: other processes map
 /// the same pages, so unmapping them here would lower this process's RSS and free nothing.
 #[derive(Debug, Default)]
 pub struct ExecutablePages {
