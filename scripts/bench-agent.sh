@@ -22,8 +22,9 @@
 #
 # Printed for each process (kB): VmHWM, VmRSS, RssAnon, RssFile (/proc/PID/status), Pss
 # (smaps_rollup), threads; the peak: the larger of VmHWM and the largest VmRSS read every
-# 2 ms over the first 6 s (bench-lib.sh says why VmHWM alone can miss part of badger's); Rss by mapping (the executable's own mappings, libc, other
-# files, anonymous; /proc/PID/smaps); the memory of its transient cgroup, as systemd would
+# 2 ms over the first 6 s (bench-lib.sh says why VmHWM alone can miss part of badger's);
+# Rss by mapping (the executable's own mappings, libc, other files, anonymous;
+# /proc/PID/smaps); the memory of its transient cgroup, as systemd would
 # show a unit's (systemd-run --scope, else a child memory cgroup: cgroup v2 at
 # /sys/fs/cgroup/badger-bench.PID.NAME, or under this script's own cgroup v1 memory
 # cgroup; "cgroup: not available" when neither works). Each binary is dropped from the
@@ -96,11 +97,7 @@ if [ -n "$CONFIG" ]; then
 elif [ "$MODE" = agent ]; then
     CFG="$WORK/agent/config.json"
     CFG_WHAT="generated: cpu, load, disk, network, memory, system every 1 s; stdout emitter to /dev/null; no conf.d"
-    cat >"$CFG" <<'JSON'
-{ "core": {"datacenter": "", "region": "", "zone": "", "cluster": ""},
-  "modules": ["cpu", "load", "disk", "network", "memory", "system"],
-  "emitters": ["stdout"] }
-JSON
+    stock_config "$CFG"
 fi
 
 if [ "$MODE" = production ]; then

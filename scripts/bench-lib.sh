@@ -8,6 +8,8 @@
 #                             NAME (e.g. badger-bench.$$.badger): the transient cgroup to start it
 #                             in when cgroup_detect found a way; "" for none
 #   bench_stop PID [SIG]      SIGTERM (or SIG) by PID, SIGKILL after 15 s, wait for it
+#   stock_config FILE         the stock agent's config: the six host modules every 1 s (no
+#                             conf.d) and the stdout emitter, what issue 13 measures
 #   mem_report PID LABEL      VmHWM/VmRSS/RssAnon/RssFile (status), Pss (smaps_rollup), threads;
 #                             Rss by mapping (the executable, libc, other files, anonymous)
 #   peak_sample FILE SECS PID…  in the background: each PID's largest VmRSS, read every 2 ms
@@ -144,6 +146,16 @@ bench_stop() {
 
 status_kb() { awk -v f="$2:" '$1 == f {print $2; exit}' "/proc/$1/status"; }
 
+# usage: stock_config FILE -> writes the stock agent's config (bench-agent.sh, symbol-order.sh
+# and bench-steps.sh run it)
+stock_config() {
+    cat >"$1" <<'JSON'
+{ "core": { "datacenter": "", "region": "", "zone": "", "cluster": "" },
+  "modules": ["cpu", "load", "disk", "network", "memory", "system"],
+  "emitters": ["stdout"] }
+JSON
+}
+
 # usage: mem_report PID LABEL -> two lines: status and Pss; Rss by mapping
 mem_report() {
     local pid=$1 label=$2 exe
@@ -200,7 +212,7 @@ PY
     BENCH_PIDS+=("$!")
 }
 
-# usage: peak_report FILE PID LABEL -> "LABEL peak_kb: sampled=… VmHWM=… peak=…"
+# usage: peak_report FILE PID LABEL -> "LABEL peak_kb: sampled_VmRSS=… VmHWM=… peak=…"
 peak_report() {
     local sampled hwm
     sampled=$(awk -v p="$2" '$1 == p {print $2}' "$1" 2>/dev/null)

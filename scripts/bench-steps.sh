@@ -19,6 +19,8 @@
 # ld.so, other files, the main stack, the heap, other anonymous memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 command -v gdb >/dev/null || { echo "bench-steps: needs gdb (apt-get install gdb)" >&2; exit 1; }
 CONFIG=${1:-}
 [ -n "$CONFIG" ] && CONFIG=$(realpath "$CONFIG")
@@ -32,11 +34,7 @@ WORK=$(mktemp -d /tmp/badger-steps.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 if [ -z "$CONFIG" ]; then
     CONFIG="$WORK/config.json"
-    cat >"$CONFIG" <<'JSON'
-{ "core": { "datacenter": "", "region": "", "zone": "", "cluster": "" },
-  "modules": ["cpu", "load", "disk", "network", "memory", "system"],
-  "emitters": ["stdout"] }
-JSON
+    stock_config "$CONFIG"
 fi
 
 cat >"$WORK/gdb.py" <<'PY'

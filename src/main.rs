@@ -13,7 +13,8 @@ use badger_cli::Cli;
 fn main() {
     // What the dynamic linker and the runtime touched to get here is done with: the first
     // release of the start-up pages (badger_api::memory::ExecutablePages says why), before
-    // the command line's parser comes in.
+    // the command line's parser comes in. Every command does it (a fraction of a
+    // millisecond); only the agent goes on releasing at its later steps.
     badger_api::memory::release_start_up_pages();
     // Every file badger (agent or server) creates is its user's only: 0600 files, 0700
     // directories (the spool, the l2met offsets, log files, the Pulse store, alerts.json),
