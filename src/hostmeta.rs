@@ -2,10 +2,15 @@
 //!
 //! A key missing from `core` is detected: `hostname` from the kernel (uname), `ipv4` and
 //! `ipv6` from the interface that holds the default route (`/proc/net/route`,
-//! `/proc/net/ipv6_route`). A key set to `""` means "none" and stays empty.
+//! `/proc/net/ipv6_route`): its primary IPv4 address (the `SIOCGIFADDR` ioctl, the first
+//! address `ip -4 addr` lists) and its first stable global IPv6 address
+//! (`/proc/net/if_inet6`). A key set to `""` means "none" and stays empty.
 //! `datacenter`, `region`, `zone` and `cluster` cannot be detected: missing means empty.
+//!
+//! Not `getifaddrs(3)`: it lists every address of every interface over netlink, and its
+//! code is 64 KiB of libc that the agent would map for this one call (issue 13).
 
-use std::net::IpAddr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use badger_api::host::hostname;
@@ -16,10 +21,7 @@ use badger_api::point::HostMeta;
 /// Resolves the metadata for a config, detecting what it leaves out.
 pub fn resolve(core: &CoreConfig) -> HostMeta {
     let proc = &core.roots.proc;
-    let needs_addrs = core.ipv4.is_none() || core.ipv6.is_none();
-    let addrs = if needs_addrs { interface_addresses() } else { Vec::new() };
-    let v4_iface = default_route_v4(proc);
-    let v6_iface = default_route_v6(proc).or_else(|| v4_iface.clone());
+    let v4_iface = || default_route_v4(proc);
     HostMeta {
         datacenter: core.datacenter.clone().unwrap_or_default(),
         region: core.region.clone().unwrap_or_default(),
@@ -29,35 +31,69 @@ pub fn resolve(core: &CoreConfig) -> HostMeta {
         ipv4: core
             .ipv4
             .clone()
-            .unwrap_or_else(|| v4_iface.as_deref().and_then(|i| pick_address(i, &addrs, false)).unwrap_or_default()),
-        ipv6: core
-            .ipv6
-            .clone()
-            .unwrap_or_else(|| v6_iface.as_deref().and_then(|i| pick_address(i, &addrs, true)).unwrap_or_default()),
+            .unwrap_or_else(|| v4_iface().and_then(|i| interface_ipv4(&i)).map(|a| a.to_string()).unwrap_or_default()),
+        ipv6: core.ipv6.clone().unwrap_or_else(|| {
+            let iface = default_route_v6(proc).or_else(v4_iface);
+            let table = std::fs::read_to_string(proc.join("net/if_inet6")).unwrap_or_default();
+            iface.and_then(|i| pick_ipv6(&table, &i)).map(|a| a.to_string()).unwrap_or_default()
+        }),
     }
 }
 
-fn interface_addresses() -> Vec<(String, IpAddr)> {
-    match if_addrs::get_if_addrs() {
-        Ok(list) => list.into_iter().map(|i| (i.name.clone(), i.ip())).collect(),
-        Err(e) => {
-            log::warn!("cannot list interface addresses: {e}");
-            Vec::new()
+/// The primary IPv4 address of `iface` (`SIOCGIFADDR`); `None` when it has none or the
+/// name is not an interface.
+pub fn interface_ipv4(iface: &str) -> Option<Ipv4Addr> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: `ifreq` is plain data, all zeroes a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    // Room for the terminating NUL; a name with a NUL in it is no interface's.
+    if name.len() >= req.ifr_name.len() || name.contains(&0) {
+        return None;
+    }
+    for (to, from) in req.ifr_name.iter_mut().zip(name) {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: socket takes no pointers; a descriptor it returns is owned by `sock` alone.
+    let sock = match unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) } {
+        fd if fd >= 0 => unsafe { OwnedFd::from_raw_fd(fd) },
+        _ => return None,
+    };
+    // SAFETY: SIOCGIFADDR reads the NUL-terminated name from, and writes the address into,
+    // the `ifreq` it is given, which lives for the call; `sock` is an open socket.
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCGIFADDR, &raw mut req) } != 0 {
+        return None;
+    }
+    // SAFETY: the call succeeded, so the union holds the address, a sockaddr_in for an
+    // AF_INET socket; read as bytes (family, port, address), whatever its alignment.
+    let sa: [u8; 8] = unsafe { std::ptr::read_unaligned((&raw const req.ifr_ifru).cast()) };
+    (u16::from_ne_bytes([sa[0], sa[1]]) == libc::AF_INET as u16).then(|| Ipv4Addr::new(sa[4], sa[5], sa[6], sa[7]))
+}
+
+/// From `/proc/net/if_inet6` (`address index prefix-length scope flags name`, in hex), the
+/// first global address of `iface` that is stable: not temporary (privacy extensions),
+/// deprecated, tentative or failed; else its first global address of any kind.
+pub fn pick_ipv6(table: &str, iface: &str) -> Option<Ipv6Addr> {
+    // IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE
+    const UNSTABLE: u32 = 0x01 | 0x08 | 0x20 | 0x40;
+    let global = table.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split_ascii_whitespace().collect();
+        let (addr, scope, flags, name) = (f.first()?, f.get(3)?, f.get(4)?, f.get(5)?);
+        if *name != iface || u32::from_str_radix(scope, 16).ok()? != 0 || addr.len() != 32 {
+            return None;
+        }
+        let addr = Ipv6Addr::from(u128::from_str_radix(addr, 16).ok()?);
+        Some((addr, u32::from_str_radix(flags, 16).ok()? & UNSTABLE == 0))
+    });
+    let (mut stable, mut any) = (None, None);
+    for (addr, is_stable) in global {
+        any = any.or(Some(addr));
+        if is_stable {
+            stable = Some(addr);
+            break;
         }
     }
-}
-
-/// The first address of `iface` of the wanted family; for IPv6 a global one (not link-local).
-pub fn pick_address(iface: &str, addrs: &[(String, IpAddr)], v6: bool) -> Option<String> {
-    addrs
-        .iter()
-        .filter(|(name, _)| name == iface)
-        .map(|(_, ip)| ip)
-        .find(|ip| match ip {
-            IpAddr::V4(_) => !v6,
-            IpAddr::V6(a) => v6 && (a.segments()[0] & 0xffc0) != 0xfe80,
-        })
-        .map(IpAddr::to_string)
+    stable.or(any)
 }
 
 /// The interface of the IPv4 default route with the lowest metric.
@@ -126,15 +162,31 @@ mod tests {
     }
 
     #[test]
-    fn picks_global_v6_and_first_v4() {
-        let addrs: Vec<(String, IpAddr)> = vec![
-            ("lo".into(), "127.0.0.1".parse().unwrap()),
-            ("eth0".into(), "fe80::1".parse().unwrap()),
-            ("eth0".into(), "192.0.2.2".parse().unwrap()),
-            ("eth0".into(), "fd00::2".parse().unwrap()),
-        ];
-        assert_eq!(pick_address("eth0", &addrs, false).as_deref(), Some("192.0.2.2"));
-        assert_eq!(pick_address("eth0", &addrs, true).as_deref(), Some("fd00::2"));
-        assert_eq!(pick_address("eth9", &addrs, true), None);
+    fn picks_the_first_stable_global_v6_of_the_interface() {
+        // /proc/net/if_inet6 of a host with privacy extensions (kernel 6.1): a temporary
+        // address listed first, link-local, a stable global one, one on another interface.
+        let t = "20010db8000000010a1b2c3d4e5f6071 02 40 00 01     eth0\n\
+                 fe800000000000000000000000000002 02 40 20 80     eth0\n\
+                 00000000000000000000000000000001 01 80 10 80       lo\n\
+                 20010db8000000010000000000000002 02 40 00 00     eth0\n\
+                 fd000000000000000000000000000003 03 40 00 80     eth1\n";
+        assert_eq!(pick_ipv6(t, "eth0"), Some("2001:db8:0:1::2".parse().unwrap()));
+        assert_eq!(pick_ipv6(t, "eth1"), Some("fd00::3".parse().unwrap()));
+        // Only a temporary one: better than none.
+        assert_eq!(
+            pick_ipv6(&t[..t.find("fe80").unwrap()], "eth0"),
+            Some("2001:db8:0:1:a1b:2c3d:4e5f:6071".parse().unwrap())
+        );
+        assert_eq!(pick_ipv6(t, "lo"), None, "::1 is host scope");
+        assert_eq!(pick_ipv6(t, "eth9"), None);
+        assert_eq!(pick_ipv6("garbage\n\n", "eth0"), None);
+    }
+
+    #[test]
+    fn the_loopbacks_ipv4_address_and_none_for_a_missing_interface() {
+        assert_eq!(interface_ipv4("lo"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(interface_ipv4("badger-none0"), None);
+        assert_eq!(interface_ipv4("a-name-far-too-long-for-ifnamsiz"), None);
+        assert_eq!(interface_ipv4("l\0o"), None);
     }
 }
