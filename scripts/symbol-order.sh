@@ -265,10 +265,10 @@ PY
 # from there to their content keys (the build's dump), ordered like the functions: the stock
 # agent's steady state (most read first), first ticks, what the steps of start-up share and
 # each step's own, then the other configs'.
-python3 - "$DUMP" "$DUMP.map" "$DATA_OUT" "$WORK/stock.syscalls" "$SHUTDOWN_AT" "${TRACES[@]}" <<'PY'
-import bisect, re, sys
+python3 - "$DUMP" "$DUMP.map" "$DATA_OUT" "$WORK/stock.syscalls" "$SHUTDOWN_AT" "$BIN" "${TRACES[@]}" <<'PY'
+import bisect, re, struct, sys
 
-dump, link_map, out, syscalls, shutdown, traces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+dump, link_map, out, syscalls, shutdown, binary, traces = *sys.argv[1:7], sys.argv[7:]
 keys = dict(line.rstrip("\n").split("\t") for line in open(dump))
 sections = []  # (address, size, name) of the LTO object's orderable input sections
 for line in open(link_map):
@@ -287,12 +287,31 @@ def section(addr):
 
 
 # What the ticks read now and then, after the stock agent's steady state: the tables of
-# core's Dragon4 float formatting (RARE in the symbol order above), by name, and by content
-# core::fmt's run of zeros for a float's zero parts ("00000", Formatter::
-# write_formatted_parts: `perf record -e page-faults -d` found it faulting in a window of
-# its own at the second tick).
+# core's Dragon4 float formatting (RARE in the symbol order above), by name; by content,
+# core::fmt's runs of zeros for a float's zero parts, which a float like 1200.0 reads
+# (`perf record -e page-faults -d` found each faulting in a window of its own in the first
+# ticks): a constant of five ("00000"), by its key, and the 64 of Formatter::
+# write_formatted_parts, found in the binary: LLVM merges that one with neighbouring strings
+# into a constant whose size and content change with the code around it.
 RARE_DATA = "6dragon"
 RARE_KEYS = (".rodata 5 38e7b2ae",)
+
+
+def zeros(path):
+    """The addresses of the runs of 64 zeros in the loaded segments of the ELF file `path`."""
+    data = open(path, "rb").read()
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    loads = []
+    for i in range(phnum):
+        kind, _, offset, vaddr, _, filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if kind == 1:
+            loads.append((offset, vaddr, filesz))
+    return [vaddr + m.start() - offset for m in re.finditer(rb"0{64}", data)
+            for offset, vaddr, size in loads if offset <= m.start() < offset + size]
+
+
+RARE_SECTIONS = {section(a) for a in zeros(binary)} - {None}
 
 # The constants the kernel read (strace's raw arguments), with the stock steady state.
 kernel = {}
@@ -333,7 +352,8 @@ for trace_no, t in enumerate(traces):
     steady, first, steps = phases[-1], phases[-2], phases[:-2]
     place(steady, f"steady-state ({trace})")
     if trace_no == 0:
-        rare = {name: 1 for _, _, name in sections if RARE_DATA in name or keys[name] in RARE_KEYS}
+        rare = {name: 1 for _, _, name in sections
+                if RARE_DATA in name or keys[name] in RARE_KEYS or name in RARE_SECTIONS}
         place(rare, "used now and then")
         place(kernel, "read by the kernel")
     place(first, f"first ticks ({trace})")
