@@ -160,9 +160,12 @@ mod linux {
         released
     }
 
-    /// Room left below the caller's frame: for the calls `release_stack` makes (reading the
-    /// maps, madvise) and a signal frame.
-    const STACK_MARGIN: usize = 32 * 1024;
+    /// Room left below this call's frame: for the madvise call, the one made after the
+    /// cut (reading the maps is done by then), with room to spare. Pages below the stack
+    /// pointer hold nothing live, so the margin is about re-faulting, not correctness:
+    /// pages a later call reaches fault back in zeroed. 32 KiB kept 16 KB more of
+    /// start-up's deep calls resident (issue 13, `scripts/bench-steps.sh`).
+    const STACK_MARGIN: usize = 8 * 1024;
 
     /// On the main thread: unmaps the pages of its stack (the `[stack]` mapping) more than
     /// `STACK_MARGIN` below this call's frame, which no live frame holds; the next calls
