@@ -76,24 +76,19 @@ pub fn interface_ipv4(iface: &str) -> Option<Ipv4Addr> {
 pub fn pick_ipv6(table: &str, iface: &str) -> Option<Ipv6Addr> {
     // IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE
     const UNSTABLE: u32 = 0x01 | 0x08 | 0x20 | 0x40;
-    let global = table.lines().filter_map(|l| {
-        let f: Vec<&str> = l.split_ascii_whitespace().collect();
-        let (addr, scope, flags, name) = (f.first()?, f.get(3)?, f.get(4)?, f.get(5)?);
-        if *name != iface || u32::from_str_radix(scope, 16).ok()? != 0 || addr.len() != 32 {
-            return None;
-        }
-        let addr = Ipv6Addr::from(u128::from_str_radix(addr, 16).ok()?);
-        Some((addr, u32::from_str_radix(flags, 16).ok()? & UNSTABLE == 0))
-    });
-    let (mut stable, mut any) = (None, None);
-    for (addr, is_stable) in global {
-        any = any.or(Some(addr));
-        if is_stable {
-            stable = Some(addr);
-            break;
-        }
-    }
-    stable.or(any)
+    let global: Vec<(Ipv6Addr, bool)> = table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_ascii_whitespace().collect();
+            let (addr, scope, flags, name) = (f.first()?, f.get(3)?, f.get(4)?, f.get(5)?);
+            if *name != iface || u32::from_str_radix(scope, 16).ok()? != 0 || addr.len() != 32 {
+                return None;
+            }
+            let addr = Ipv6Addr::from(u128::from_str_radix(addr, 16).ok()?);
+            Some((addr, u32::from_str_radix(flags, 16).ok()? & UNSTABLE == 0))
+        })
+        .collect();
+    global.iter().find(|(_, stable)| *stable).or(global.first()).map(|&(addr, _)| addr)
 }
 
 /// The interface of the IPv4 default route with the lowest metric.
